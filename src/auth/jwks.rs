@@ -1,0 +1,290 @@
+//! One issuer's key store: the current [`KeySet`] (lock-free reads), background refresh, and the
+//! single-flight, rate-limited refetch that an unknown `kid` triggers.
+//!
+//! Every fetch runs under one async mutex, so concurrent unknown-kid misses share a single fetch, and the
+//! refetch interval caps how often a flood of random kids can make Runway call the IdP. When the IdP fails,
+//! the keys already known keep working.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use jsonwebtoken::Algorithm;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::fetch::{FetchError, Fetcher};
+use super::keys::KeySet;
+use crate::config::{IssuerConfig, KeySource};
+
+/// Longest wait between retries while an IdP keeps failing.
+const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Where keys come from at run time.
+enum Source {
+    File(PathBuf),
+    Remote {
+        discovery: Option<String>,
+        jwks_uri: Option<String>,
+        fetcher: Box<Fetcher>,
+    },
+}
+
+struct FetchState {
+    last_attempt: Option<Instant>,
+    /// `jwks_uri`, once known (configured or discovered).
+    jwks_uri: Option<String>,
+    last_error: Option<String>,
+}
+
+/// An issuer's keys.
+pub struct KeyStore {
+    issuer_name: String,
+    issuer_url: String,
+    algorithms: Vec<Algorithm>,
+    refresh_interval: Duration,
+    kid_refetch_interval: Duration,
+    source: Source,
+    current: ArcSwap<KeySet>,
+    fetch: Mutex<FetchState>,
+}
+
+/// Why keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The JWKS file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A fetch failed.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The document was fetched but is not usable.
+    #[error("{url}: {message}")]
+    Document {
+        /// Where it came from.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl KeyStore {
+    /// A key store for `config`. A `jwks_file` is read now; remote keys load in [`KeyStore::run_refresher`].
+    pub fn new(config: &IssuerConfig, fetcher: &Fetcher) -> Result<Self, JwksError> {
+        let source = match &config.keys {
+            KeySource::File(path) => Source::File(path.clone()),
+            KeySource::Uri(uri) => Source::Remote {
+                discovery: None,
+                jwks_uri: Some(uri.clone()),
+                fetcher: Box::new(fetcher.clone()),
+            },
+            KeySource::Discovery => Source::Remote {
+                discovery: Some(format!(
+                    "{}/.well-known/openid-configuration",
+                    config.issuer.trim_end_matches('/')
+                )),
+                jwks_uri: None,
+                fetcher: Box::new(fetcher.clone()),
+            },
+        };
+        let jwks_uri = match &source {
+            Source::Remote { jwks_uri, .. } => jwks_uri.clone(),
+            Source::File(_) => None,
+        };
+        let store = KeyStore {
+            issuer_name: config.name.clone(),
+            issuer_url: config.issuer.clone(),
+            algorithms: config.algorithms.clone(),
+            refresh_interval: config.refresh_interval,
+            kid_refetch_interval: config.kid_refetch_interval,
+            source,
+            current: ArcSwap::from_pointee(KeySet::default()),
+            fetch: Mutex::new(FetchState {
+                last_attempt: None,
+                jwks_uri,
+                last_error: None,
+            }),
+        };
+        if let Source::File(path) = &store.source {
+            store.install(load_file(path, &store.algorithms)?);
+        }
+        Ok(store)
+    }
+
+    /// The current keys.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.load_full()
+    }
+
+    /// Whether keys were ever loaded and at least one is usable.
+    pub fn is_ready(&self) -> bool {
+        let keys = self.current.load();
+        keys.loaded && !keys.is_empty()
+    }
+
+    /// The last fetch error, for `/readyz`.
+    pub async fn last_error(&self) -> Option<String> {
+        self.fetch.lock().await.last_error.clone()
+    }
+
+    /// Called when a token names a kid that `seen` (the set the caller looked in) does not hold. Refetches
+    /// at most once per `kid_refetch_interval`, shared by all concurrent callers. Returns the newer key set
+    /// if one is available.
+    pub async fn refetch_for_unknown_kid(&self, seen: &KeySet) -> Option<Arc<KeySet>> {
+        if matches!(self.source, Source::File(_)) {
+            return None;
+        }
+        let mut state = self.fetch.lock().await;
+        let now = self.current();
+        if now.generation != seen.generation {
+            return Some(now); // someone refreshed while we waited for the lock
+        }
+        if state
+            .last_attempt
+            .is_some_and(|t| t.elapsed() < self.kid_refetch_interval)
+        {
+            return None;
+        }
+        tracing::info!(issuer = %self.issuer_name, "unknown key id: refetching the JWKS");
+        self.refresh_locked(&mut state)
+            .await
+            .ok()
+            .map(|_| self.current())
+    }
+
+    /// Keeps remote keys fresh until the task is dropped: every `refresh_interval`, sooner when the IdP's
+    /// `max-age` asks for it (but never more often than `kid_refetch_interval`), and with a capped backoff
+    /// while the IdP fails.
+    pub async fn run_refresher(self: Arc<Self>) {
+        if matches!(self.source, Source::File(_)) {
+            return;
+        }
+        let mut failures: u32 = 0;
+        loop {
+            let result = {
+                let mut state = self.fetch.lock().await;
+                self.refresh_locked(&mut state).await
+            };
+            let wait = match result {
+                Ok(max_age) => {
+                    failures = 0;
+                    max_age.map_or(self.refresh_interval, |age| {
+                        age.clamp(self.kid_refetch_interval, self.refresh_interval)
+                    })
+                }
+                Err(_) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = Duration::from_secs(1u64 << failures.min(5));
+                    backoff.min(MAX_FAILURE_BACKOFF).min(self.refresh_interval)
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn refresh_locked(&self, state: &mut FetchState) -> Result<Option<Duration>, JwksError> {
+        state.last_attempt = Some(Instant::now());
+        let result = self.fetch_keys(state).await;
+        match &result {
+            Ok(_) => state.last_error = None,
+            Err(e) => {
+                tracing::warn!(issuer = %self.issuer_name, error = %e, "JWKS refresh failed; keeping the keys already known");
+                state.last_error = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    async fn fetch_keys(&self, state: &mut FetchState) -> Result<Option<Duration>, JwksError> {
+        let Source::Remote {
+            discovery, fetcher, ..
+        } = &self.source
+        else {
+            return Ok(None);
+        };
+        let jwks_uri = match (&state.jwks_uri, discovery) {
+            (Some(uri), _) => uri.clone(),
+            (None, Some(discovery)) => {
+                let uri = self.discover(fetcher, discovery).await?;
+                state.jwks_uri = Some(uri.clone());
+                uri
+            }
+            (None, None) => return Ok(None),
+        };
+        let fetched = fetcher.get_json(&jwks_uri).await;
+        let (doc, max_age) = match fetched {
+            Ok(ok) => ok,
+            Err(e) => {
+                // The provider may have moved its keys: discover again next time.
+                if discovery.is_some() {
+                    state.jwks_uri = None;
+                }
+                return Err(e.into());
+            }
+        };
+        let generation = self.current.load().generation + 1;
+        let (set, skipped) =
+            KeySet::from_jwks(&doc, &self.algorithms, generation).map_err(|message| {
+                JwksError::Document {
+                    url: jwks_uri.clone(),
+                    message,
+                }
+            })?;
+        tracing::info!(issuer = %self.issuer_name, keys = set.len(), skipped, "JWKS loaded");
+        self.current.store(Arc::new(set));
+        Ok(max_age)
+    }
+
+    async fn discover(&self, fetcher: &Fetcher, url: &str) -> Result<String, JwksError> {
+        let (doc, _) = fetcher.get_json(url).await?;
+        let doc_err = |message: String| JwksError::Document {
+            url: url.to_string(),
+            message,
+        };
+        let issuer = doc.get("issuer").and_then(Value::as_str);
+        if issuer != Some(self.issuer_url.as_str()) {
+            return Err(doc_err(format!(
+                "discovery names issuer {:?}, expected \"{}\" exactly",
+                issuer.unwrap_or("(none)"),
+                self.issuer_url
+            )));
+        }
+        let uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or_else(|| doc_err("discovery document has no jwks_uri".into()))?;
+        crate::config::validate_url_is_fetchable(uri).map_err(doc_err)?;
+        Ok(uri.to_string())
+    }
+
+    fn install(&self, (set, skipped): (KeySet, usize)) {
+        tracing::info!(issuer = %self.issuer_name, keys = set.len(), skipped, "JWKS loaded");
+        self.current.store(Arc::new(set));
+    }
+}
+
+/// Reads and parses a JWKS file, keeping the keys usable with `algorithms`.
+pub fn load_file(
+    path: &std::path::Path,
+    algorithms: &[Algorithm],
+) -> Result<(KeySet, usize), JwksError> {
+    let err = |message: String| JwksError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let doc: Value = serde_json::from_slice(&text).map_err(|e| err(format!("not JSON ({e})")))?;
+    let (set, skipped) = KeySet::from_jwks(&doc, algorithms, 1).map_err(err)?;
+    if set.is_empty() {
+        return Err(err(format!(
+            "no key usable with the issuer's algorithms ({skipped} skipped)"
+        )));
+    }
+    Ok((set, skipped))
+}

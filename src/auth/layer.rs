@@ -1,0 +1,107 @@
+//! The authentication layer: turns the lifted credential into an [`Identity`] in the request extensions,
+//! or answers 401/503 itself. On a report-mode route a failure is recorded as a would-deny and the request
+//! goes on without identity.
+
+use std::sync::Arc;
+
+use http::Request;
+
+use super::{AuthError, Authenticator, Reason, bearer_token};
+use crate::config::RouteMode;
+use crate::error::Rejection;
+use crate::headers::Credential;
+use crate::layer::{BoxResponseFuture, Inner, rejection_response};
+use crate::routing::Route;
+
+/// A report-mode route's deny decision: the request is forwarded without identity.
+#[derive(Debug, Clone)]
+pub struct WouldDeny {
+    /// Closed-vocabulary reason.
+    pub reason: &'static str,
+    /// Explanation.
+    pub detail: String,
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    /// With these issuers.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        AuthLayer { auth }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Authenticate<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authenticate {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Clone)]
+pub struct Authenticate<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl<S, B> tower::Service<Request<B>> for Authenticate<S>
+where
+    S: Inner<B>,
+    B: Send + 'static,
+{
+    type Response = crate::Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let route = req.extensions().get::<Arc<Route>>().cloned();
+        let mut inner = self.inner.clone();
+        let auth = self.auth.clone();
+        Box::pin(async move {
+            let Some(route) = route.filter(|r| !r.anonymous) else {
+                return inner.call(req).await;
+            };
+            let result = match req.extensions().get::<Credential>() {
+                None | Some(Credential::None) => Err(AuthError::Missing),
+                Some(Credential::Ambiguous) => Err(AuthError::invalid(
+                    Reason::Malformed,
+                    "more than one Authorization header",
+                )),
+                Some(Credential::Present(value)) => match bearer_token(Some(value)) {
+                    Ok(Some(token)) => auth.authenticate(token).await,
+                    Ok(None) => Err(AuthError::Missing),
+                    Err(e) => Err(e),
+                },
+            };
+            match result {
+                Ok(identity) => {
+                    req.extensions_mut().insert(identity);
+                    inner.call(req).await
+                }
+                Err(e) if route.mode == RouteMode::Report => {
+                    req.extensions_mut().insert(WouldDeny {
+                        reason: e.reason(),
+                        detail: e.to_string(),
+                    });
+                    inner.call(req).await
+                }
+                Err(e) => Ok(rejection_response(req.extensions(), Rejection::from(e))),
+            }
+        })
+    }
+}

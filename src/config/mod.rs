@@ -1,0 +1,339 @@
+//! Configuration: loading (file + `RUNWAY__…` environment), the typed and validated [`Config`], and the
+//! defaults every key falls back to.
+//!
+//! Loading has two stages: [`raw`] mirrors the file with unknown keys rejected, and [`validate`] turns it
+//! into [`Config`], naming the key and the fix for anything wrong. Relative paths are resolved against the
+//! directory of the config file, so `runway check -c /etc/runway/runway.toml` works from anywhere.
+
+pub mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+
+pub use validate::{is_loopback, parse_duration, validate, validate_url_is_fetchable};
+
+/// Default TLS listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Default admin listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default time for a client to send its request head.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time for a whole request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default keep-alive idle time.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Default grace period on shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default connection cap.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default body cap (100 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 104_857_600;
+/// Default upstream connect timeout.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default upstream response timeout.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default JWKS refresh period.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// Default least time between two unknown-kid refetches.
+pub const DEFAULT_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Default clock skew.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Default audit claims.
+pub const DEFAULT_AUDIT_CLAIMS: &[&str] = &[
+    "project_path",
+    "job_id",
+    "pipeline_id",
+    "ref",
+    "environment",
+    "user_login",
+    "cid",
+    "scp",
+];
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error("{path}: {message}")]
+    Load {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// A key holds a value that cannot work.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Dotted path of the key, e.g. `routes[2].allow[0].issuer`.
+        key: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// A bad value at `key`.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub source: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[upstream]`.
+    pub upstream: UpstreamConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+    /// `[[issuers]]`, in file order.
+    pub issuers: Vec<IssuerConfig>,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TLS listener address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain.
+    pub tls_cert: PathBuf,
+    /// PEM private key.
+    pub tls_key: PathBuf,
+    /// Peers whose `X-Forwarded-*` headers are kept.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Time allowed for the request head (and the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// Time allowed for a whole request, up to the response head.
+    pub request_timeout: Duration,
+    /// Keep-alive idle time.
+    pub idle_timeout: Duration,
+    /// Time in-flight requests get on shutdown.
+    pub shutdown_grace: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Largest request body; `None` = unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Plain-HTTP admin listener.
+    pub listen: SocketAddr,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL of Kong.
+    pub url: http::Uri,
+    /// Host to connect to.
+    pub host: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// CA bundle for Kong's certificate; `None` = system roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key for mTLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// TLS server name.
+    pub server_name: String,
+    /// Forward the client's Host header.
+    pub preserve_host: bool,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to Kong's response head.
+    pub timeout: Duration,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// `None` = stdout.
+    pub path: Option<PathBuf>,
+    /// Claims copied into each event.
+    pub claims: Vec<String>,
+}
+
+/// Which preset an issuer follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerKind {
+    /// GitLab CI `id_tokens`.
+    Gitlab,
+    /// Okta access tokens.
+    Okta,
+    /// Any OIDC issuer.
+    Oidc,
+}
+
+impl IssuerKind {
+    /// The name used in config and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuerKind::Gitlab => "gitlab",
+            IssuerKind::Okta => "okta",
+            IssuerKind::Oidc => "oidc",
+        }
+    }
+}
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `{issuer}/.well-known/openid-configuration`, then its `jwks_uri`.
+    Discovery,
+    /// A fixed JWKS URL.
+    Uri(String),
+    /// A static JWKS file.
+    File(PathBuf),
+}
+
+/// One validated `[[issuers]]` entry.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Name used by routes, headers, logs and metrics.
+    pub name: String,
+    /// Preset.
+    pub kind: IssuerKind,
+    /// Exact `iss`.
+    pub issuer: String,
+    /// Accepted audiences.
+    pub audiences: Vec<String>,
+    /// Key source.
+    pub keys: KeySource,
+    /// Allowed algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Largest `exp - iat`.
+    pub max_token_lifetime: Duration,
+    /// Clock skew.
+    pub leeway: Duration,
+    /// Background refresh period.
+    pub refresh_interval: Duration,
+    /// Least time between unknown-kid refetches.
+    pub kid_refetch_interval: Duration,
+    /// Extra identity headers: header → claim.
+    pub headers: Vec<(HeaderName, ClaimKey)>,
+}
+
+/// A claim reference: a top-level name, or a JSON Pointer when it starts with `/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimKey {
+    /// A top-level claim.
+    Name(String),
+    /// An RFC 6901 pointer into nested claims.
+    Pointer(String),
+}
+
+impl ClaimKey {
+    /// Reads the claim from a token's claims.
+    pub fn lookup<'a>(&self, claims: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        match self {
+            ClaimKey::Name(name) => claims.get(name),
+            ClaimKey::Pointer(pointer) => claims.pointer(pointer),
+        }
+    }
+
+    /// As written in the config.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ClaimKey::Name(s) | ClaimKey::Pointer(s) => s,
+        }
+    }
+}
+
+/// Enforce or only report a route's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteMode {
+    /// Deny what the policy denies.
+    Enforce,
+    /// Decide and audit, forward anyway.
+    Report,
+}
+
+/// One validated `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Route name.
+    pub name: String,
+    /// Exact lower-case host, no port.
+    pub host: Option<String>,
+    /// Path prefix without a trailing slash (`/` stays `/`).
+    pub path_prefix: String,
+    /// Allowed methods; `None` = any.
+    pub methods: Option<Vec<Method>>,
+    /// No token needed.
+    pub anonymous: bool,
+    /// Enforce or report.
+    pub mode: RouteMode,
+    /// Allow rules, OR-ed.
+    pub allow: Vec<RuleConfig>,
+}
+
+/// One allow rule.
+#[derive(Debug, Clone)]
+pub struct RuleConfig {
+    /// Issuer name.
+    pub issuer: String,
+    /// Conditions, AND-ed: claim → patterns (any may match).
+    pub claims: Vec<(ClaimKey, Vec<String>)>,
+}
+
+/// Loads and validates a config file, with `RUNWAY__SECTION__KEY` environment overrides.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let raw = load_raw(path)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    validate(raw, path, &base)
+}
+
+fn load_raw(path: &Path) -> Result<raw::RawConfig, ConfigError> {
+    let load_err = |message: String| ConfigError::Load {
+        path: path.to_path_buf(),
+        message,
+    };
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => config::FileFormat::Toml,
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        _ => {
+            return Err(load_err(
+                "unknown format: the file name must end in .toml, .yaml or .yml".into(),
+            ));
+        }
+    };
+    if !path.is_file() {
+        return Err(load_err("no such file".into()));
+    }
+    let built = config::Config::builder()
+        .add_source(config::File::from(path).format(format).required(true))
+        .add_source(
+            config::Environment::with_prefix("RUNWAY")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .map_err(|e| load_err(e.to_string()))?;
+    serde_path_to_error::deserialize(built).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.into_inner().to_string();
+        if key == "." {
+            load_err(message)
+        } else {
+            ConfigError::invalid(key, message)
+        }
+    })
+}

@@ -1,0 +1,637 @@
+//! Raw → typed: every check that a value can work, with errors that name the key and the fix.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use jsonwebtoken::Algorithm;
+
+use super::raw::{RawConfig, RawIssuer, RawPatterns, RawRoute, RawUpstream};
+use super::*;
+
+/// Validates a raw config read from `source`; relative paths are resolved against `base`.
+pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, ConfigError> {
+    let s = raw.server;
+    let server = ServerConfig {
+        listen: socket_addr(
+            "server.listen",
+            s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        )?,
+        tls_cert: file_path("server.tls_cert", &s.tls_cert, base)?,
+        tls_key: file_path("server.tls_key", &s.tls_key, base)?,
+        trusted_proxies: s
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, c)| cidr(&format!("server.trusted_proxies[{i}]"), c))
+            .collect::<Result<_, _>>()?,
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            &s.header_read_timeout,
+            DEFAULT_HEADER_READ_TIMEOUT,
+        )?,
+        request_timeout: duration(
+            "server.request_timeout",
+            &s.request_timeout,
+            DEFAULT_REQUEST_TIMEOUT,
+        )?,
+        idle_timeout: duration("server.idle_timeout", &s.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
+        shutdown_grace: duration(
+            "server.shutdown_grace",
+            &s.shutdown_grace,
+            DEFAULT_SHUTDOWN_GRACE,
+        )?,
+        max_connections: match s.max_connections {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(0) => {
+                return Err(ConfigError::invalid(
+                    "server.max_connections",
+                    "must be at least 1",
+                ));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        },
+        max_body_bytes: match s.max_body_bytes {
+            None => Some(DEFAULT_MAX_BODY_BYTES),
+            Some(0) => None,
+            Some(n) => Some(n),
+        },
+    };
+    let admin = AdminConfig {
+        listen: socket_addr(
+            "admin.listen",
+            raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+        )?,
+    };
+    let upstream = upstream(raw.upstream, base)?;
+    let audit = AuditConfig {
+        path: match raw.audit.path.as_deref() {
+            None | Some("-") => None,
+            Some("") => {
+                return Err(ConfigError::invalid(
+                    "audit.path",
+                    "must be \"-\" (stdout) or a file path",
+                ));
+            }
+            Some(p) => Some(resolve(p, base)),
+        },
+        claims: raw
+            .audit
+            .claims
+            .unwrap_or_else(|| DEFAULT_AUDIT_CLAIMS.iter().map(|c| c.to_string()).collect()),
+    };
+    if raw.replay.is_some() {
+        return Err(not_yet("replay", "the replay store (one_time routes)"));
+    }
+    if raw.assertion.is_some() {
+        return Err(not_yet("assertion", "the signed identity assertion"));
+    }
+
+    let mut issuers = Vec::with_capacity(raw.issuers.len());
+    let mut names = HashSet::new();
+    for (i, r) in raw.issuers.into_iter().enumerate() {
+        let key = format!("issuers[{i}]");
+        if !names.insert(r.name.clone()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                format!("duplicate issuer name \"{}\"", r.name),
+            ));
+        }
+        issuers.push(issuer(&key, r, base)?);
+    }
+    let known: Vec<&str> = issuers.iter().map(|i| i.name.as_str()).collect();
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    let mut route_names = HashSet::new();
+    let mut route_keys = HashSet::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !route_names.insert(r.name.clone()) {
+            return Err(ConfigError::invalid(
+                format!("{key}.name"),
+                format!("duplicate route name \"{}\"", r.name),
+            ));
+        }
+        let route = route(&key, r, &known)?;
+        if !route_keys.insert((route.host.clone(), route.path_prefix.clone())) {
+            return Err(ConfigError::invalid(
+                format!("{key}.path_prefix"),
+                "another route has the same host and path_prefix: the match would be ambiguous",
+            ));
+        }
+        routes.push(route);
+    }
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        admin,
+        upstream,
+        audit,
+        issuers,
+        routes,
+    })
+}
+
+fn not_yet(key: &str, what: &str) -> ConfigError {
+    ConfigError::invalid(
+        key,
+        format!("{what} is not available in this build of runway yet; remove this section"),
+    )
+}
+
+fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {
+    let url: http::Uri = u
+        .url
+        .parse()
+        .map_err(|e| ConfigError::invalid("upstream.url", format!("not a URL ({e})")))?;
+    if url.scheme_str() != Some("https") {
+        return Err(ConfigError::invalid(
+            "upstream.url",
+            "must be https:// (Runway talks to Kong over mTLS only)",
+        ));
+    }
+    let host = url
+        .host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ConfigError::invalid("upstream.url", "has no host"))?;
+    if url.path() != "/" && !url.path().is_empty() || url.query().is_some() {
+        return Err(ConfigError::invalid(
+            "upstream.url",
+            "must be scheme://host[:port] with no path or query",
+        ));
+    }
+    let client_identity = match (u.client_cert, u.client_key) {
+        (Some(c), Some(k)) => Some((
+            file_path("upstream.client_cert", &c, base)?,
+            file_path("upstream.client_key", &k, base)?,
+        )),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "upstream.client_key",
+                "missing: client_cert needs its key",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "upstream.client_cert",
+                "missing: client_key needs its certificate",
+            ));
+        }
+    };
+    let server_name = u.server_name.unwrap_or_else(|| host.clone());
+    if rustls_pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+        return Err(ConfigError::invalid(
+            "upstream.server_name",
+            format!("\"{server_name}\" is not a DNS name or IP address"),
+        ));
+    }
+    Ok(UpstreamConfig {
+        port: url.port_u16().unwrap_or(443),
+        host,
+        url,
+        ca: u
+            .ca
+            .map(|p| file_path("upstream.ca", &p, base))
+            .transpose()?,
+        client_identity,
+        server_name,
+        preserve_host: u.preserve_host.unwrap_or(true),
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            &u.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        timeout: duration("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
+    })
+}
+
+struct KindDefaults {
+    kind: IssuerKind,
+    algorithms: &'static [Algorithm],
+    max_lifetime: Duration,
+}
+
+fn kind_defaults(key: &str, kind: &str) -> Result<KindDefaults, ConfigError> {
+    let hour = Duration::from_secs(3600);
+    match kind {
+        "gitlab" => Ok(KindDefaults {
+            kind: IssuerKind::Gitlab,
+            algorithms: &[Algorithm::RS256],
+            max_lifetime: 2 * hour,
+        }),
+        "okta" => Ok(KindDefaults {
+            kind: IssuerKind::Okta,
+            algorithms: &[Algorithm::RS256],
+            max_lifetime: hour,
+        }),
+        "oidc" => Ok(KindDefaults {
+            kind: IssuerKind::Oidc,
+            algorithms: &[Algorithm::RS256, Algorithm::ES256],
+            max_lifetime: hour,
+        }),
+        "aws" => Err(ConfigError::invalid(
+            format!("{key}.kind"),
+            "kind \"aws\" (STS GetCallerIdentity tokens) is not available in this build of runway yet",
+        )),
+        other => Err(ConfigError::invalid(
+            format!("{key}.kind"),
+            format!("unknown kind \"{other}\" (expected gitlab, okta, oidc or aws)"),
+        )),
+    }
+}
+
+fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigError> {
+    let defaults = kind_defaults(key, &r.kind)?;
+    if r.name.is_empty()
+        || !r
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.name"),
+            "use letters, digits, '-' and '_' only",
+        ));
+    }
+    for field in ["regions", "sts_endpoint", "sts_ca", "accounts"] {
+        let set = match field {
+            "regions" => r.regions.is_some(),
+            "sts_endpoint" => r.sts_endpoint.is_some(),
+            "sts_ca" => r.sts_ca.is_some(),
+            _ => r.accounts.is_some(),
+        };
+        if set {
+            return Err(ConfigError::invalid(
+                format!("{key}.{field}"),
+                "only valid for kind = \"aws\"",
+            ));
+        }
+    }
+    let issuer = r.issuer.filter(|s| !s.is_empty()).ok_or_else(|| {
+        ConfigError::invalid(
+            format!("{key}.issuer"),
+            "required: the exact iss of the tokens",
+        )
+    })?;
+    if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
+        return Err(ConfigError::invalid(
+            format!("{key}.audiences"),
+            "required: at least one non-empty audience the tokens must be issued for",
+        ));
+    }
+    let keys = match (r.jwks_uri, r.jwks_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::invalid(
+                format!("{key}.jwks_file"),
+                "set jwks_uri or jwks_file, not both",
+            ));
+        }
+        (Some(uri), None) => {
+            fetchable_url(&format!("{key}.jwks_uri"), &uri)?;
+            KeySource::Uri(uri)
+        }
+        (None, Some(file)) => KeySource::File(file_path(&format!("{key}.jwks_file"), &file, base)?),
+        (None, None) => {
+            fetchable_url(&format!("{key}.issuer"), &issuer)?;
+            KeySource::Discovery
+        }
+    };
+    let algorithms = match r.algorithms {
+        None => defaults.algorithms.to_vec(),
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::invalid(
+                format!("{key}.algorithms"),
+                "must list at least one algorithm",
+            ));
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(j, a)| algorithm(&format!("{key}.algorithms[{j}]"), a))
+            .collect::<Result<_, _>>()?,
+    };
+    let refresh_interval = duration(
+        &format!("{key}.refresh_interval"),
+        &r.refresh_interval,
+        DEFAULT_REFRESH_INTERVAL,
+    )?;
+    if refresh_interval < Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            format!("{key}.refresh_interval"),
+            "must be at least 1s",
+        ));
+    }
+    let headers = r
+        .headers
+        .into_iter()
+        .map(|(h, claim)| {
+            let name = HeaderName::from_str(&h).map_err(|_| {
+                ConfigError::invalid(
+                    format!("{key}.headers.\"{h}\""),
+                    "not a valid HTTP header name",
+                )
+            })?;
+            Ok((name, claim_key(&format!("{key}.headers.\"{h}\""), &claim)?))
+        })
+        .collect::<Result<_, ConfigError>>()?;
+    Ok(IssuerConfig {
+        name: r.name,
+        kind: defaults.kind,
+        issuer,
+        audiences: r.audiences,
+        keys,
+        algorithms,
+        max_token_lifetime: duration(
+            &format!("{key}.max_token_lifetime"),
+            &r.max_token_lifetime,
+            defaults.max_lifetime,
+        )?,
+        leeway: duration_or_zero(&format!("{key}.leeway"), &r.leeway, DEFAULT_LEEWAY)?,
+        refresh_interval,
+        kid_refetch_interval: duration(
+            &format!("{key}.kid_refetch_interval"),
+            &r.kid_refetch_interval,
+            DEFAULT_KID_REFETCH_INTERVAL,
+        )?,
+        headers,
+    })
+}
+
+fn algorithm(key: &str, name: &str) -> Result<Algorithm, ConfigError> {
+    if name.eq_ignore_ascii_case("none") {
+        return Err(ConfigError::invalid(
+            key,
+            "\"none\" is never allowed: unsigned tokens prove nothing",
+        ));
+    }
+    let alg = Algorithm::from_str(name).map_err(|_| {
+        ConfigError::invalid(key, format!("unknown algorithm \"{name}\" (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"))
+    })?;
+    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        return Err(ConfigError::invalid(
+            key,
+            format!(
+                "{name} is an HMAC algorithm: it needs a shared secret, and issuers publish public keys (algorithm confusion)"
+            ),
+        ));
+    }
+    Ok(alg)
+}
+
+fn fetchable_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    validate_url_is_fetchable(url).map_err(|message| ConfigError::invalid(key, message))
+}
+
+/// A discovery or JWKS URL must be https, or plain http on a loopback host.
+pub fn validate_url_is_fetchable(url: &str) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err(format!(
+            "\"{url}\" must be https:// (plain http is allowed only on a loopback host)"
+        )),
+        _ => Err(format!("\"{url}\" must be an absolute https:// URL")),
+    }
+}
+
+/// Whether a URL host names this machine.
+pub fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigError> {
+    if r.name.is_empty() || r.name.chars().any(|c| c.is_control() || c == '"') {
+        return Err(ConfigError::invalid(
+            format!("{key}.name"),
+            "must be non-empty, without quotes or control characters",
+        ));
+    }
+    if !r.path_prefix.starts_with('/') {
+        return Err(ConfigError::invalid(
+            format!("{key}.path_prefix"),
+            "must start with '/'",
+        ));
+    }
+    if r.path_prefix
+        .split('/')
+        .any(|seg| seg == "." || seg == "..")
+        || r.path_prefix.contains('%')
+        || r.path_prefix.contains("//")
+    {
+        return Err(ConfigError::invalid(
+            format!("{key}.path_prefix"),
+            "must be a plain path: no '.' or '..' segments, no '//', no percent-encoding",
+        ));
+    }
+    let path_prefix = match r.path_prefix.trim_end_matches('/') {
+        "" => "/".to_string(),
+        p => p.to_string(),
+    };
+    let host = match r.host {
+        None => None,
+        Some(h) if h.is_empty() || h.contains(':') || h.contains('/') => {
+            return Err(ConfigError::invalid(
+                format!("{key}.host"),
+                "must be a host name without port or path",
+            ));
+        }
+        Some(h) => Some(h.to_ascii_lowercase()),
+    };
+    let methods = match r.methods {
+        None => None,
+        Some(list) if list.is_empty() => {
+            return Err(ConfigError::invalid(
+                format!("{key}.methods"),
+                "must list at least one method (or be left out for any)",
+            ));
+        }
+        Some(list) => Some(
+            list.iter()
+                .enumerate()
+                .map(|(j, m)| {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                        ConfigError::invalid(
+                            format!("{key}.methods[{j}]"),
+                            format!("\"{m}\" is not an HTTP method"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    };
+    let mode = match r.mode.as_deref() {
+        None | Some("enforce") => RouteMode::Enforce,
+        Some("report") => RouteMode::Report,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                format!("{key}.mode"),
+                format!("unknown mode \"{other}\" (expected enforce or report)"),
+            ));
+        }
+    };
+    if r.one_time {
+        return Err(not_yet(
+            &format!("{key}.one_time"),
+            "replay protection (one_time)",
+        ));
+    }
+    if r.anonymous && !r.allow.is_empty() {
+        return Err(ConfigError::invalid(
+            format!("{key}.anonymous"),
+            "an anonymous route takes no allow rules: remove anonymous or the rules",
+        ));
+    }
+    let mut allow = Vec::with_capacity(r.allow.len());
+    for (j, rule) in r.allow.into_iter().enumerate() {
+        let rkey = format!("{key}.allow[{j}]");
+        if !known.contains(&rule.issuer.as_str()) {
+            return Err(ConfigError::invalid(
+                format!("{rkey}.issuer"),
+                format!(
+                    "no issuer named \"{}\" (known: {})",
+                    rule.issuer,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        let claims = rule
+            .claims
+            .into_iter()
+            .map(|(claim, patterns)| {
+                let ckey = format!("{rkey}.claims.\"{claim}\"");
+                let patterns = match patterns {
+                    RawPatterns::One(p) => vec![p],
+                    RawPatterns::Many(list) if list.is_empty() => {
+                        return Err(ConfigError::invalid(
+                            ckey,
+                            "an empty list matches nothing: give at least one value",
+                        ));
+                    }
+                    RawPatterns::Many(list) => list,
+                };
+                Ok((claim_key(&ckey, &claim)?, patterns))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        allow.push(RuleConfig {
+            issuer: rule.issuer,
+            claims,
+        });
+    }
+    Ok(RouteConfig {
+        name: r.name,
+        host,
+        path_prefix,
+        methods,
+        anonymous: r.anonymous,
+        mode,
+        allow,
+    })
+}
+
+fn claim_key(key: &str, claim: &str) -> Result<ClaimKey, ConfigError> {
+    if claim.is_empty() {
+        return Err(ConfigError::invalid(key, "empty claim name"));
+    }
+    if !claim.starts_with('/') {
+        return Ok(ClaimKey::Name(claim.to_string()));
+    }
+    // RFC 6901: '~' must be followed by 0 or 1.
+    let bytes = claim.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'~' && !matches!(bytes.get(i + 1), Some(b'0' | b'1')) {
+            return Err(ConfigError::invalid(
+                key,
+                "invalid JSON Pointer: '~' must be followed by 0 or 1 (~0 = '~', ~1 = '/')",
+            ));
+        }
+    }
+    Ok(ClaimKey::Pointer(claim.to_string()))
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::invalid(
+            key,
+            format!("\"{value}\" is not an IP:port address (e.g. \"0.0.0.0:8443\")"),
+        )
+    })
+}
+
+fn cidr(key: &str, value: &str) -> Result<IpNet, ConfigError> {
+    value
+        .parse::<IpNet>()
+        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            ConfigError::invalid(
+                key,
+                format!("\"{value}\" is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address"),
+            )
+        })
+}
+
+fn file_path(key: &str, value: &str, base: &Path) -> Result<PathBuf, ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::invalid(key, "empty path"));
+    }
+    Ok(resolve(value, base))
+}
+
+fn resolve(value: &str, base: &Path) -> PathBuf {
+    let p = Path::new(value);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Parses a duration string such as "500ms", "30s", "5m", "1h"; must be above zero.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!(
+                "\"{value}\" is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\", \"1h\""
+            ),
+        )
+    })?;
+    Ok(d)
+}
+
+fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    let d = duration_or_zero(key, value, default)?;
+    if d.is_zero() {
+        return Err(ConfigError::invalid(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn duration_or_zero(
+    key: &str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    value
+        .as_deref()
+        .map_or(Ok(default), |v| parse_duration(key, v))
+}

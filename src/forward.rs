@@ -1,0 +1,260 @@
+//! Forwarding to Kong: a pooled hyper client over rustls with Runway's client certificate, HTTP/1.1 or h2
+//! by ALPN, bodies streamed both ways. Every connection goes to the configured upstream address, whatever
+//! the request's Host, so `preserve_host` can hand Kong the client's host without changing where we dial.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body_util::LengthLimitError;
+use hyper::body::Incoming;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::config::UpstreamConfig;
+use crate::tls::{self, TlsError};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long an idle pooled connection to Kong is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// TCP or TLS connection to Kong failed.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The exchange failed after connecting (reset, protocol error).
+    #[error("request: {0}")]
+    Request(String),
+    /// No response head within `upstream.timeout`.
+    #[error("timed out")]
+    Timeout,
+    /// The streamed request body went over `max_body_bytes`.
+    #[error("request body over {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+}
+
+/// Dials the configured upstream address, ignoring the request URI's host.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    host: Arc<str>,
+    port: u16,
+    connect_timeout: Duration,
+}
+
+impl tower::Service<Uri> for UpstreamConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let stream = tokio::time::timeout(
+                this.connect_timeout,
+                TcpStream::connect((&*this.host, this.port)),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+            stream.set_nodelay(true)?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// The upstream client, generic over the request body.
+pub struct Upstream<B> {
+    client: Client<HttpsConnector<UpstreamConnector>, B>,
+    authority: Authority,
+    preserve_host: bool,
+    timeout: Duration,
+    body_limit: Option<u64>,
+}
+
+impl<B> Upstream<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Builds the client (reads the CA and client certificate; no network).
+    pub fn new(config: &UpstreamConfig, body_limit: Option<u64>) -> Result<Self, TlsError> {
+        let tls = tls::upstream_client_config(config)?;
+        let server_name = rustls_pki_types::ServerName::try_from(config.server_name.clone())
+            .map_err(|e| TlsError::Rejected {
+                key: "upstream.server_name",
+                message: e.to_string(),
+            })?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .with_server_name_resolver(FixedServerNameResolver::new(server_name))
+            .enable_all_versions()
+            .wrap_connector(UpstreamConnector {
+                host: config.host.as_str().into(),
+                port: config.port,
+                connect_timeout: config.connect_timeout,
+            });
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        let authority = config.url.authority().cloned().ok_or(TlsError::Rejected {
+            key: "upstream.url",
+            message: "has no host".into(),
+        })?;
+        Ok(Upstream {
+            client,
+            authority,
+            preserve_host: config.preserve_host,
+            timeout: config.timeout,
+            body_limit,
+        })
+    }
+
+    /// Sends the request to Kong and returns its response head (the body streams on).
+    pub async fn forward(
+        &self,
+        mut req: Request<B>,
+        host: Option<Authority>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let authority = match host {
+            Some(h) if self.preserve_host => h,
+            _ => {
+                req.headers_mut().remove(http::header::HOST);
+                self.authority.clone()
+            }
+        };
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = Some(authority);
+        *req.uri_mut() =
+            Uri::from_parts(parts).map_err(|e| UpstreamError::Request(e.to_string()))?;
+        *req.version_mut() = Version::HTTP_11;
+        let response = tokio::time::timeout(self.timeout, self.client.request(req))
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+        let mut response = response.map_err(|e| self.classify(e))?;
+        strip_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+
+    fn classify(&self, e: hyper_util::client::legacy::Error) -> UpstreamError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.downcast_ref::<LengthLimitError>().is_some() {
+                return UpstreamError::BodyTooLarge {
+                    limit: self.body_limit.unwrap_or(u64::MAX),
+                };
+            }
+            source = s.source();
+        }
+        let text = crate::auth::fetch::error_chain(&e);
+        if e.is_connect() {
+            UpstreamError::Connect(text)
+        } else {
+            UpstreamError::Request(text)
+        }
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in named {
+        headers.remove(name.as_str());
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Hop-by-hop header names.
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The innermost service: hands the request to Kong and streams the answer back.
+pub struct Forward<B> {
+    upstream: Arc<Upstream<B>>,
+}
+
+impl<B> Clone for Forward<B> {
+    fn clone(&self) -> Self {
+        Forward {
+            upstream: self.upstream.clone(),
+        }
+    }
+}
+
+impl<B> Forward<B> {
+    /// Over this client.
+    pub fn new(upstream: Arc<Upstream<B>>) -> Self {
+        Forward { upstream }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Forward<B>
+where
+    B: http_body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = crate::Response;
+    type Error = std::convert::Infallible;
+    type Future = crate::layer::BoxResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let upstream = self.upstream.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let host = crate::layer::request_host(&parts);
+            let extensions = parts.extensions.clone();
+            match upstream
+                .forward(Request::from_parts(parts, body), host)
+                .await
+            {
+                Ok(response) => Ok(response.map(http_body_util::Either::Left)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream request failed");
+                    Ok(crate::layer::rejection_response(&extensions, e.into()))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,78 @@
+//! Plumbing shared by the middleware layers: the bound every inner service meets, the boxed response
+//! future, and [`reject`], the one way a layer answers a request itself.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+
+use http::Request;
+use http::request::Parts;
+use http::uri::Authority;
+
+use crate::error::Rejection;
+use crate::request_id::RequestId;
+
+/// The future every layer returns.
+pub type BoxResponseFuture =
+    Pin<Box<dyn Future<Output = Result<crate::Response, Infallible>> + Send>>;
+
+/// What a layer needs from the service it wraps.
+pub trait Inner<B>:
+    tower::Service<
+        Request<B>,
+        Response = crate::Response,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, B> Inner<B> for T where
+    T: tower::Service<
+            Request<B>,
+            Response = crate::Response,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// Answers a request with a rejection, logging it once.
+pub fn reject<B>(req: &Request<B>, rejection: Rejection) -> BoxResponseFuture {
+    let response = rejection_response(req.extensions(), rejection);
+    Box::pin(std::future::ready(Ok(response)))
+}
+
+/// Builds the response for a rejection, with the request's id; logs it once.
+pub fn rejection_response(extensions: &http::Extensions, rejection: Rejection) -> crate::Response {
+    let request_id = extensions
+        .get::<RequestId>()
+        .map(RequestId::as_str)
+        .unwrap_or("-");
+    let route = extensions
+        .get::<std::sync::Arc<crate::routing::Route>>()
+        .map(|r| r.name.as_str())
+        .unwrap_or("-");
+    let status = rejection.status().as_u16();
+    if status >= 500 {
+        tracing::warn!(request_id, route, status, reason = rejection.reason(), detail = %rejection, "request failed");
+    } else {
+        tracing::info!(request_id, route, status, reason = rejection.reason(), detail = %rejection, "request refused");
+    }
+    rejection.into_response(request_id)
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or else the `Host` header.
+pub fn request_host(parts: &Parts) -> Option<Authority> {
+    if let Some(a) = parts.uri.authority() {
+        return Some(a.clone());
+    }
+    let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
+    host.parse::<Authority>()
+        .ok()
+        .filter(|a| a.as_str() == host)
+}

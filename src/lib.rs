@@ -1,0 +1,32 @@
+//! Runway: an identity-aware reverse proxy in front of Kong.
+//!
+//! A request's path through the crate, in order: [`server`] accepts and terminates TLS ([`tls`]),
+//! [`proxy`] composes the pipeline: [`request_id`], [`limit`] (timeout), [`headers`] (strip what the
+//! client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?), [`limit`]
+//! (body cap), [`headers`] (say who they are), then [`forward`] to Kong over mTLS. [`error`] turns every
+//! refusal into a response; [`admin`] serves health and readiness; [`config`] loads and validates it all.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod layer;
+pub mod limit;
+pub mod policy;
+pub mod proxy;
+pub mod request_id;
+pub mod routing;
+pub mod server;
+pub mod tls;
+
+/// The body of every response Runway sends: Kong's, streamed, or Runway's own.
+pub type ResponseBody =
+    http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
+
+/// A response from the pipeline.
+pub type Response = http::Response<ResponseBody>;
+
+/// The version, as `runway --version` prints it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

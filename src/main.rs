@@ -1,0 +1,105 @@
+//! The `runway` command line: parses arguments and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "runway", version = runway::VERSION, about = "Identity-aware reverse proxy in front of Kong")]
+struct Cli {
+    /// Log filter, RUST_LOG syntax (e.g. "info", "runway=debug").
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file (TOML or YAML).
+        #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config and every file it names; contacts no network.
+    Check {
+        /// Config file (TOML or YAML).
+        #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format);
+    let result = match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => serve(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("runway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = runway::config::load(path)?;
+    let runtime = runway::proxy::Runtime::build(config)?;
+    let c = &runtime.config;
+    println!(
+        "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}",
+        c.issuers.len(),
+        c.routes.len(),
+        c.server.listen,
+        c.admin.listen,
+        c.upstream.url
+    );
+    Ok(())
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = runway::config::load(path)?;
+    let runtime = runway::proxy::Runtime::build(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let server = runway::server::Server::bind(runtime).await?;
+        let handle = server.shutdown_handle();
+        tokio::spawn(runway::server::signals(handle));
+        server.run().await;
+        Ok(())
+    })
+}

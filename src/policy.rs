@@ -1,0 +1,367 @@
+//! Route policy: allow rules compiled at load (OR-ed rules of AND-ed claim conditions), evaluated on a
+//! verified identity. Default deny: a route with no matching rule refuses, and the refusal names the
+//! first failing condition of the closest rule.
+
+use serde_json::Value;
+
+use crate::auth::Identity;
+use crate::config::{ClaimKey, RuleConfig};
+
+/// A claim pattern: exact text, or a glob where `*` matches any run of characters.
+#[derive(Debug, Clone)]
+pub enum Pattern {
+    /// Exact text.
+    Exact(String),
+    /// Literal pieces between `*`s; the first and last are anchored.
+    Glob(Vec<String>),
+}
+
+impl Pattern {
+    /// Compiles a pattern.
+    pub fn new(text: &str) -> Pattern {
+        if text.contains('*') {
+            Pattern::Glob(text.split('*').map(str::to_string).collect())
+        } else {
+            Pattern::Exact(text.to_string())
+        }
+    }
+
+    /// Whether `text` matches.
+    pub fn matches(&self, text: &str) -> bool {
+        match self {
+            Pattern::Exact(p) => p == text,
+            Pattern::Glob(parts) => glob_match(parts, text),
+        }
+    }
+}
+
+fn glob_match(parts: &[String], text: &str) -> bool {
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else {
+        return false;
+    };
+    if parts.len() == 1 {
+        return first == text;
+    }
+    if text.len() < first.len() + last.len()
+        || !text.starts_with(first.as_str())
+        || !text.ends_with(last.as_str())
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle.as_str()) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[derive(Debug, Clone)]
+struct Condition {
+    claim: ClaimKey,
+    patterns: Vec<Pattern>,
+    expected: String,
+}
+
+impl Condition {
+    fn matches(&self, claims: &Value) -> bool {
+        self.claim
+            .lookup(claims)
+            .is_some_and(|v| self.value_matches(v))
+    }
+
+    fn value_matches(&self, value: &Value) -> bool {
+        match value {
+            Value::String(s) => self.patterns.iter().any(|p| p.matches(s)),
+            Value::Bool(_) | Value::Number(_) => {
+                let text = value.to_string();
+                self.patterns.iter().any(|p| p.matches(&text))
+            }
+            Value::Array(items) => items.iter().any(|v| !v.is_array() && self.value_matches(v)),
+            Value::Object(_) | Value::Null => false,
+        }
+    }
+
+    fn explain(&self, claims: &Value) -> String {
+        match self.claim.lookup(claims) {
+            None => format!(
+                "claim \"{}\" is missing (expected {})",
+                self.claim.as_str(),
+                self.expected
+            ),
+            Some(v) => {
+                let mut actual = v.to_string();
+                if actual.len() > 120 {
+                    actual.truncate(actual.floor_char_boundary(117));
+                    actual.push_str("...");
+                }
+                format!(
+                    "claim \"{}\" is {actual}, expected {}",
+                    self.claim.as_str(),
+                    self.expected
+                )
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    issuer: String,
+    conditions: Vec<Condition>,
+}
+
+/// A route's compiled allow rules.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// Compiles allow rules.
+    pub fn compile(rules: &[RuleConfig]) -> Policy {
+        let rules = rules
+            .iter()
+            .map(|r| Rule {
+                issuer: r.issuer.clone(),
+                conditions: r
+                    .claims
+                    .iter()
+                    .map(|(claim, patterns)| Condition {
+                        claim: claim.clone(),
+                        patterns: patterns.iter().map(|p| Pattern::new(p)).collect(),
+                        expected: match patterns.as_slice() {
+                            [one] => format!("\"{one}\""),
+                            many => format!(
+                                "one of {}",
+                                serde_json::to_string(many).unwrap_or_default()
+                            ),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        Policy { rules }
+    }
+
+    /// Allows, or explains the refusal.
+    pub fn evaluate(&self, identity: &Identity) -> Result<(), String> {
+        // The closest rule: of the rules for this issuer, the one with the most conditions met.
+        let mut closest: Option<(usize, &Rule)> = None;
+        for rule in self.rules.iter().filter(|r| r.issuer == identity.issuer) {
+            let met = rule
+                .conditions
+                .iter()
+                .take_while(|c| c.matches(&identity.claims))
+                .count();
+            if met == rule.conditions.len() {
+                return Ok(());
+            }
+            if closest.is_none_or(|(best, _)| met > best) {
+                closest = Some((met, rule));
+            }
+        }
+        match closest {
+            Some((met, rule)) => Err(rule.conditions[met].explain(&identity.claims)),
+            None if self.rules.is_empty() => Err("the route has no allow rules".to_string()),
+            None => Err(format!(
+                "no allow rule accepts issuer \"{}\"",
+                identity.issuer
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::IssuerKind;
+    use serde_json::json;
+
+    fn identity(issuer: &str, claims: Value) -> Identity {
+        Identity {
+            issuer: issuer.into(),
+            kind: IssuerKind::Oidc,
+            subject: "s".into(),
+            claims,
+            headers: vec![],
+            token_sha256: String::new(),
+        }
+    }
+
+    fn rule(issuer: &str, claims: &[(&str, &[&str])]) -> RuleConfig {
+        RuleConfig {
+            issuer: issuer.into(),
+            claims: claims
+                .iter()
+                .map(|(k, v)| {
+                    let key = if k.starts_with('/') {
+                        ClaimKey::Pointer(k.to_string())
+                    } else {
+                        ClaimKey::Name(k.to_string())
+                    };
+                    (key, v.iter().map(|s| s.to_string()).collect())
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn globs() {
+        let p = Pattern::new("platform/tools/*");
+        assert!(p.matches("platform/tools/x"));
+        assert!(p.matches("platform/tools/"));
+        assert!(!p.matches("platform/tool"));
+        assert!(Pattern::new("*").matches(""));
+        assert!(Pattern::new("a*b*c").matches("abc"));
+        assert!(Pattern::new("a*b*c").matches("a-b-b-c"));
+        assert!(!Pattern::new("a*b*c").matches("acb"));
+        assert!(
+            !Pattern::new("ab*ba").matches("aba"),
+            "anchors may not overlap"
+        );
+        assert!(!Pattern::new("platform/api").matches("platform/api2"));
+    }
+
+    #[test]
+    fn rules_are_ored_and_conditions_anded() {
+        let policy = Policy::compile(&[
+            rule(
+                "gitlab",
+                &[
+                    ("project_path", &["platform/api", "platform/tools/*"]),
+                    ("ref_protected", &["true"]),
+                    ("environment", &["production"]),
+                ],
+            ),
+            rule("okta", &[("scp", &["deploy:production"])]),
+        ]);
+        let ok = identity(
+            "gitlab",
+            json!({"project_path":"platform/tools/x","ref_protected":"true","environment":"production"}),
+        );
+        assert!(policy.evaluate(&ok).is_ok());
+        let bool_claim = identity(
+            "gitlab",
+            json!({"project_path":"platform/api","ref_protected":true,"environment":"production"}),
+        );
+        assert!(
+            policy.evaluate(&bool_claim).is_ok(),
+            "booleans compare by JSON text"
+        );
+        let staging = identity(
+            "gitlab",
+            json!({"project_path":"platform/api","ref_protected":"true","environment":"staging"}),
+        );
+        assert_eq!(
+            policy.evaluate(&staging).unwrap_err(),
+            "claim \"environment\" is \"staging\", expected \"production\""
+        );
+        let missing = identity("gitlab", json!({"project_path":"platform/api"}));
+        assert!(
+            policy
+                .evaluate(&missing)
+                .unwrap_err()
+                .contains("\"ref_protected\" is missing")
+        );
+        let scopes = identity("okta", json!({"scp":["read","deploy:production"]}));
+        assert!(
+            policy.evaluate(&scopes).is_ok(),
+            "arrays match on any element"
+        );
+        let other = identity("aws", json!({}));
+        assert_eq!(
+            policy.evaluate(&other).unwrap_err(),
+            "no allow rule accepts issuer \"aws\""
+        );
+        assert!(Policy::default().evaluate(&ok).is_err(), "default deny");
+    }
+
+    #[test]
+    fn numbers_and_pointers() {
+        let policy = Policy::compile(&[rule(
+            "oidc",
+            &[
+                ("/https:~1~1sts.amazonaws.com~1/aws_account", &["1234*"]),
+                ("job_id", &["42"]),
+            ],
+        )]);
+        let ok = identity(
+            "oidc",
+            json!({"https://sts.amazonaws.com/": {"aws_account": "123456789012"}, "job_id": 42}),
+        );
+        assert!(policy.evaluate(&ok).is_ok());
+        let wrong = identity(
+            "oidc",
+            json!({"https://sts.amazonaws.com/": {"aws_account": "999"}, "job_id": 42}),
+        );
+        assert!(policy.evaluate(&wrong).is_err());
+    }
+}
+
+/// Applies the route's allow rules to the verified identity: 403 on deny, or on a report-mode route a
+/// would-deny with the identity removed (so no identity header reaches Kong).
+#[derive(Clone, Default)]
+pub struct PolicyLayer;
+
+impl<S> tower::Layer<S> for PolicyLayer {
+    type Service = Authorize<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize { inner }
+    }
+}
+
+/// See [`PolicyLayer`].
+#[derive(Clone)]
+pub struct Authorize<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
+where
+    S: crate::layer::Inner<B>,
+    B: Send + 'static,
+{
+    type Response = crate::Response;
+    type Error = std::convert::Infallible;
+    type Future = crate::layer::BoxResponseFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let route = req
+            .extensions()
+            .get::<std::sync::Arc<crate::routing::Route>>()
+            .cloned();
+        let verdict = match (route, req.extensions().get::<Identity>()) {
+            (Some(route), Some(identity)) => route
+                .policy
+                .evaluate(identity)
+                .map_err(|detail| (route, detail)),
+            _ => Ok(()),
+        };
+        if let Err((route, detail)) = verdict {
+            if route.mode == crate::config::RouteMode::Report {
+                req.extensions_mut().remove::<Identity>();
+                req.extensions_mut().insert(crate::auth::layer::WouldDeny {
+                    reason: "policy",
+                    detail,
+                });
+            } else {
+                let rejection = crate::error::Rejection::Forbidden {
+                    route: route.name.clone(),
+                    detail,
+                };
+                return crate::layer::reject(&req, rejection);
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}

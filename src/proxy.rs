@@ -1,0 +1,113 @@
+//! The request pipeline, composed in one place. Read top to bottom: this is the order every request takes.
+//! Also the [`Runtime`]: everything built from one config (TLS, routes, issuers, the upstream client).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::Request;
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use tower::ServiceBuilder;
+
+use crate::auth::Authenticator;
+use crate::auth::fetch::Fetcher;
+use crate::auth::layer::AuthLayer;
+use crate::config::Config;
+use crate::forward::{Forward, Upstream};
+use crate::headers::{IdentityHeadersLayer, SanitizeLayer};
+use crate::limit::{BodyLimitLayer, RequestTimeoutLayer};
+use crate::policy::PolicyLayer;
+use crate::request_id::RequestIdLayer;
+use crate::routing::{RouteLayer, RouteTable};
+use crate::tls::{self, TlsError};
+
+/// What a config could not be turned into.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Certificates or keys.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A JWKS file.
+    #[error("{key}: {source}")]
+    Jwks {
+        /// Config key.
+        key: String,
+        /// What is wrong.
+        source: crate::auth::jwks::JwksError,
+    },
+}
+
+/// Everything built from one config.
+pub struct Runtime {
+    /// The config.
+    pub config: Config,
+    /// The listener's TLS config.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Compiled routes.
+    pub routes: Arc<RouteTable>,
+    /// Issuers and their keys.
+    pub auth: Arc<Authenticator>,
+    /// The client towards Kong.
+    pub upstream: Arc<Upstream<Limited<Incoming>>>,
+}
+
+impl Runtime {
+    /// Builds it: reads every file the config names, contacts no network.
+    pub fn build(config: Config) -> Result<Runtime, BuildError> {
+        let tls = tls::server_config(&config.server)?;
+        let upstream = Upstream::new(&config.upstream, config.server.max_body_bytes)?;
+        let fetcher = Fetcher::new(tls::public_client_config()?);
+        let auth = Authenticator::new(&config.issuers, &fetcher).map_err(|(name, source)| {
+            let index = config
+                .issuers
+                .iter()
+                .position(|i| i.name == name)
+                .unwrap_or(0);
+            BuildError::Jwks {
+                key: format!("issuers[{index}].jwks_file"),
+                source,
+            }
+        })?;
+        Ok(Runtime {
+            routes: Arc::new(RouteTable::new(&config.routes)),
+            auth: Arc::new(auth),
+            upstream: Arc::new(upstream),
+            tls,
+            config,
+        })
+    }
+
+    /// The pipeline for one connection from `peer`.
+    pub fn stack(
+        &self,
+        peer: SocketAddr,
+    ) -> impl tower::Service<
+        Request<Incoming>,
+        Response = crate::Response,
+        Error = Infallible,
+        Future = crate::layer::BoxResponseFuture,
+    > + Clone
+    + Send
+    + 'static {
+        let server = &self.config.server;
+        ServiceBuilder::new()
+            // Outermost, so every response (Runway's own included) carries the id.
+            .layer(RequestIdLayer)
+            // The whole exchange, Kong included, up to the response head.
+            .layer(RequestTimeoutLayer::new(server.request_timeout))
+            // Spoofable headers go before anything reads a header; the credential is lifted out.
+            .layer(SanitizeLayer::new(peer, &server.trusted_proxies))
+            // 400/404/405 never depend on the token.
+            .layer(RouteLayer::new(self.routes.clone()))
+            // 401/503: who is this?
+            .layer(AuthLayer::new(self.auth.clone()))
+            // 403: may they?
+            .layer(PolicyLayer)
+            // 413: only authorised bodies are read at all.
+            .layer(BodyLimitLayer::new(server.max_body_bytes))
+            // What Runway vouches for.
+            .layer(IdentityHeadersLayer)
+            .service(Forward::new(self.upstream.clone()))
+    }
+}

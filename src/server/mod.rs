@@ -1,0 +1,283 @@
+//! The TLS listener: accepts within `max_connections`, handshakes (TLS 1.2/1.3, ALPN h2 + http/1.1), serves
+//! each connection through the pipeline, closes idle ones, and drains in-flight requests on shutdown.
+
+mod idle;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+use crate::admin;
+use crate::headers::MAX_HEADER_BYTES;
+use crate::proxy::Runtime;
+use idle::{Activity, Tracked};
+
+/// Most concurrent h2 streams per connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener could not bind.
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Config key.
+        key: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Stops a running [`Server`].
+#[derive(Clone, Debug)]
+pub struct ShutdownHandle(watch::Sender<bool>);
+
+impl ShutdownHandle {
+    /// Stop accepting, drain in-flight requests within `shutdown_grace`, then return from `run`.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A bound, not yet running, Runway.
+pub struct Server {
+    runtime: Arc<Runtime>,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Binds both listeners.
+    pub async fn bind(runtime: Runtime) -> Result<Server, ServeError> {
+        let listen = runtime.config.server.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                key: "server.listen",
+                addr: listen,
+                source,
+            })?;
+        let admin_addr = runtime.config.admin.listen;
+        let admin = TcpListener::bind(admin_addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                key: "admin.listen",
+                addr: admin_addr,
+                source,
+            })?;
+        Ok(Server {
+            runtime: Arc::new(runtime),
+            listener,
+            admin,
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// The TLS listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.runtime.config.server.listen)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.runtime.config.admin.listen)
+    }
+
+    /// A handle that stops the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
+    /// Serves until shut down; then drains within `shutdown_grace`.
+    pub async fn run(self) {
+        let Server {
+            runtime,
+            listener,
+            admin,
+            shutdown,
+        } = self;
+        let mut stop = shutdown.subscribe();
+        let mut background = tokio::task::JoinSet::new();
+        for refresher in runtime.auth.refreshers() {
+            background.spawn(refresher);
+        }
+        background.spawn(admin::serve(
+            admin,
+            runtime.auth.clone(),
+            shutdown.subscribe(),
+        ));
+
+        let graceful = GracefulShutdown::new();
+        let limit = Arc::new(Semaphore::new(runtime.config.server.max_connections));
+        let acceptor = TlsAcceptor::from(runtime.tls.clone());
+        let builder = http_builder(&runtime);
+        tracing::info!(listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "runway is serving");
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => p,
+                _ = stop.changed() => break,
+            };
+            let Ok(permit) = permit else { break };
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.changed() => break,
+            };
+            let conn = Connection {
+                runtime: runtime.clone(),
+                acceptor: acceptor.clone(),
+                builder: builder.clone(),
+                watcher: graceful.watcher(),
+            };
+            tokio::spawn(async move {
+                conn.serve(tcp, peer).await;
+                drop(permit);
+            });
+        }
+        drop(listener);
+        let grace = runtime.config.server.shutdown_grace;
+        tracing::info!(
+            connections = graceful.count(),
+            grace_s = grace.as_secs_f64(),
+            "shutting down: draining"
+        );
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over: closing the remaining connections");
+        }
+        background.shutdown().await;
+        tracing::info!("runway stopped");
+    }
+}
+
+fn http_builder(runtime: &Runtime) -> auto::Builder<TokioExecutor> {
+    let server = &runtime.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(server.header_read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES + 8 * 1024)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(server.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+struct Connection {
+    runtime: Arc<Runtime>,
+    acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+        let server = &self.runtime.config.server;
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(server.header_read_timeout, self.acceptor.accept(tcp))
+            .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let activity = Activity::new();
+        let io = TokioIo::new(Tracked::new(tls, activity.clone()));
+        let stack = self.runtime.stack(peer);
+        let tracker = activity.clone();
+        let service = tower::service_fn(move |req| {
+            let in_flight = tracker.request();
+            let call = stack.clone().oneshot(req);
+            async move {
+                let response = call.await;
+                drop(in_flight);
+                response
+            }
+        });
+        let conn = self.watcher.watch(
+            self.builder
+                .serve_connection(io, TowerToHyperService::new(service))
+                .into_owned(),
+        );
+        tokio::pin!(conn);
+        let idle_timeout = server.idle_timeout;
+        let check_every =
+            (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = tokio::time::sleep(check_every) => {
+                    if activity.idle_for() >= idle_timeout {
+                        tracing::debug!(%peer, "closing idle connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and shuts the server down. SIGHUP is caught so that logrotate or an
+/// operator cannot kill the process with it; reloading is not part of this build yet.
+pub async fn signals(handle: ShutdownHandle) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not available in this build; keeping the current configuration"),
+        }
+    }
+    tracing::info!("stop signal received");
+    handle.shutdown();
+}

@@ -1,0 +1,196 @@
+//! A fake OIDC issuer over plain HTTP on 127.0.0.1 (Runway allows plain http only for
+//! loopback issuers): serves discovery and a JWKS that tests can rotate, break or slow down.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Path of the discovery document.
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
+#[derive(Default)]
+struct State {
+    issuer: String,
+    jwks: Mutex<Value>,
+    cache_control: Mutex<Option<String>>,
+    delay: Mutex<Duration>,
+    down: AtomicBool,
+    jwks_fetches: AtomicUsize,
+    discovery_fetches: AtomicUsize,
+}
+
+/// The fake issuer. The server (and every connection) stops when this is dropped.
+pub struct TestIdp {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl TestIdp {
+    /// Starts serving `jwks` at `/jwks` and a discovery document pointing to it.
+    pub async fn start(jwks: Value) -> TestIdp {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding IdP listener: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("IdP local_addr: {e}"));
+        let state = Arc::new(State {
+            issuer: format!("http://{addr}"),
+            jwks: Mutex::new(jwks),
+            ..State::default()
+        });
+        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        TestIdp { addr, state, task }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn issuer(&self) -> String {
+        self.state.issuer.clone()
+    }
+
+    /// `issuer + "/jwks"`.
+    pub fn jwks_uri(&self) -> String {
+        format!("{}/jwks", self.state.issuer)
+    }
+
+    /// The socket address the IdP listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Replaces the served JWKS (key rotation).
+    pub fn set_jwks(&self, jwks: Value) {
+        *lock(&self.state.jwks) = jwks;
+    }
+
+    /// While down, every request is answered 503 (requests are still counted).
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    /// `Cache-Control` header value on `/jwks` responses (`None`: no header).
+    pub fn set_cache_control(&self, value: Option<&str>) {
+        *lock(&self.state.cache_control) = value.map(str::to_string);
+    }
+
+    /// Sleep this long before answering each request (slow IdP).
+    pub fn set_delay(&self, d: Duration) {
+        *lock(&self.state.delay) = d;
+    }
+
+    /// Number of `GET /jwks` received (also counted while down).
+    pub fn jwks_fetches(&self) -> usize {
+        self.state.jwks_fetches.load(Ordering::SeqCst)
+    }
+
+    /// Number of `GET /.well-known/openid-configuration` received (also counted while down).
+    pub fn discovery_fetches(&self) -> usize {
+        self.state.discovery_fetches.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestIdp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Accepts connections; each is served on its own task inside a `JoinSet`, so aborting this
+/// task aborts them all.
+async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+    let mut conns = JoinSet::new();
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        while conns.try_join_next().is_some() {}
+        let state = state.clone();
+        conns.spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let is_get = req.method() == Method::GET;
+    let path = req.uri().path();
+    if is_get && path == "/jwks" {
+        state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    } else if is_get && path == DISCOVERY_PATH {
+        state.discovery_fetches.fetch_add(1, Ordering::SeqCst);
+    }
+    let delay = *lock(&state.delay);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if state.down.load(Ordering::SeqCst) {
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "IdP is down".into(),
+        ));
+    }
+    let response = match (is_get, path) {
+        (true, "/jwks") => {
+            let body = lock(&state.jwks).to_string();
+            let mut resp = reply(StatusCode::OK, Some("application/json"), body);
+            if let Some(cc) = lock(&state.cache_control).as_deref()
+                && let Ok(value) = cc.parse()
+            {
+                resp.headers_mut().insert(header::CACHE_CONTROL, value);
+            }
+            resp
+        }
+        (true, DISCOVERY_PATH) => {
+            let doc = json!({
+                "issuer": state.issuer,
+                "jwks_uri": format!("{}/jwks", state.issuer),
+                "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+            });
+            reply(StatusCode::OK, Some("application/json"), doc.to_string())
+        }
+        (false, "/jwks" | DISCOVERY_PATH) => {
+            reply(StatusCode::METHOD_NOT_ALLOWED, None, "GET only".into())
+        }
+        _ => reply(StatusCode::NOT_FOUND, None, "not found".into()),
+    };
+    Ok(response)
+}
+
+fn reply(status: StatusCode, content_type: Option<&str>, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let content_type = content_type.unwrap_or("text/plain");
+    if let Ok(value) = content_type.parse() {
+        resp.headers_mut().insert(header::CONTENT_TYPE, value);
+    }
+    resp
+}

@@ -1,0 +1,24 @@
+#![allow(dead_code)]
+//! Shared integration-test support for Runway: a throw-away PKI, JWT minting, a fake OIDC
+//! issuer, an mTLS echo upstream standing in for Kong, and an HTTPS test client.
+//!
+//! Everything listens on 127.0.0.1 port 0 with real TLS (aws-lc-rs provider, passed
+//! explicitly), and every background server stops when its handle is dropped.
+
+pub mod client;
+mod der;
+pub mod idp;
+pub mod pki;
+pub mod tokens;
+pub mod upstream;
+
+#[allow(unused_imports)]
+pub use client::{TestClient, TestResponse, streaming_body_sha256};
+#[allow(unused_imports)]
+pub use idp::TestIdp;
+#[allow(unused_imports)]
+pub use pki::Pki;
+#[allow(unused_imports)]
+pub use tokens::{SigningKey, b64url, hs256, jwks, now, unsigned};
+#[allow(unused_imports)]
+pub use upstream::EchoUpstream;
