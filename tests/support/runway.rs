@@ -1,0 +1,183 @@
+//! Runway itself, in-process, on loopback port 0: config written to the PKI directory, loaded through the
+//! same path as `runway serve`, stopped when dropped. Plus the config snippets most tests share.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use runway::server::{Server, ShutdownHandle};
+use serde_json::{Value, json};
+
+use super::pki::Pki;
+use super::tokens::now;
+
+/// A running Runway.
+pub struct Runway {
+    /// TLS listener.
+    pub addr: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// The config file it runs.
+    pub config_path: PathBuf,
+    handle: ShutdownHandle,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Runway {
+    /// Writes `config` as `runway.toml` next to the PKI and starts Runway on it.
+    pub async fn start(pki: &Pki, config: &str) -> Runway {
+        Self::try_start(pki, config)
+            .await
+            .unwrap_or_else(|e| panic!("runway did not start: {e}\n{config}"))
+    }
+
+    /// Like `start`, returning the error instead of panicking.
+    pub async fn try_start(pki: &Pki, config: &str) -> Result<Runway, String> {
+        let config_path = pki.write_file("runway.toml", config.as_bytes());
+        let loaded = runway::config::load(&config_path).map_err(|e| e.to_string())?;
+        let runtime = runway::proxy::Runtime::build(loaded).map_err(|e| e.to_string())?;
+        let server = Server::bind(runtime).await.map_err(|e| e.to_string())?;
+        let addr = server.local_addr();
+        let admin = server.admin_addr();
+        let handle = server.shutdown_handle();
+        let task = tokio::spawn(server.run());
+        Ok(Runway {
+            addr,
+            admin,
+            config_path,
+            handle,
+            task: Some(task),
+        })
+    }
+
+    /// `https://localhost:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// Plain-HTTP GET on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(self.admin)
+            .await
+            .unwrap_or_else(|e| panic!("admin connect: {e}"));
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("admin write: {e}"));
+        let mut raw = Vec::new();
+        tcp.read_to_end(&mut raw)
+            .await
+            .unwrap_or_else(|e| panic!("admin read: {e}"));
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Waits until `/readyz` answers 200 (at most 10 s).
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.admin_get("/readyz").await;
+            if status == 200 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "runway never became ready: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Graceful stop; waits for `run` to return.
+    pub async fn stop(mut self) {
+        self.handle.shutdown();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(40), task).await;
+        }
+    }
+
+    /// The handle, to stop it from elsewhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for `run` to return (after a shutdown).
+    pub async fn join(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Runway {
+    fn drop(&mut self) {
+        self.handle.shutdown();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// `[server]`, `[admin]` and `[upstream]` for loopback, port 0, mTLS to `upstream_url`.
+pub fn base_config(pki: &Pki, upstream_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+tls_cert = "{cert}"
+tls_key = "{key}"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstream]
+url = "{upstream_url}"
+ca = "{ca}"
+client_cert = "{client_cert}"
+client_key = "{client_key}"
+server_name = "localhost"
+"#,
+        cert = pki.server_cert.display(),
+        key = pki.server_key.display(),
+        ca = pki.ca_pem.display(),
+        client_cert = pki.client_cert.display(),
+        client_key = pki.client_key.display(),
+    )
+}
+
+/// One `[[issuers]]` block; `extra` is appended verbatim (TOML lines).
+pub fn issuer_block(name: &str, kind: &str, issuer: &str, audience: &str, extra: &str) -> String {
+    format!(
+        "\n[[issuers]]\nname = \"{name}\"\nkind = \"{kind}\"\nissuer = \"{issuer}\"\naudiences = [\"{audience}\"]\n{extra}\n"
+    )
+}
+
+/// One `[[routes]]` block allowing `issuer` with no claim conditions.
+pub fn open_route(name: &str, prefix: &str, issuer: &str) -> String {
+    format!(
+        "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\n[[routes.allow]]\nissuer = \"{issuer}\"\n"
+    )
+}
+
+/// Standard valid claims: iss, aud, sub, iat = now, exp = now + 300; `extra` fields merged in.
+pub fn claims(issuer: &str, audience: &str, extra: Value) -> Value {
+    let t = now();
+    let mut c = json!({"iss": issuer, "aud": audience, "sub": "user-1", "iat": t, "exp": t + 300});
+    if let (Some(map), Value::Object(more)) = (c.as_object_mut(), extra) {
+        for (k, v) in more {
+            if v.is_null() {
+                map.remove(&k);
+            } else {
+                map.insert(k, v);
+            }
+        }
+    }
+    c
+}
