@@ -16,11 +16,7 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 
 /// Serves until `stop` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    auth: Arc<Authenticator>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, auth: Arc<Authenticator>, mut stop: watch::Receiver<bool>) {
     loop {
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -39,9 +35,7 @@ pub async fn serve(
                 let auth = auth.clone();
                 async move { Ok::<_, Infallible>(handle(req, &auth).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }
@@ -70,30 +64,19 @@ async fn readiness(auth: &Authenticator) -> Response<Full<Bytes>> {
         missing.push(why);
     }
     let (status, body) = if missing.is_empty() {
-        (
-            StatusCode::OK,
-            serde_json::json!({"ready": true, "missing": []}),
-        )
+        (StatusCode::OK, serde_json::json!({"ready": true, "missing": []}))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"ready": false, "missing": missing}),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"ready": false, "missing": missing}))
     };
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    response.headers_mut().insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     response
 }

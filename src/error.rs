@@ -67,9 +67,7 @@ impl From<RouteError> for Rejection {
         match e {
             RouteError::BadPath(why) => Rejection::BadRequest(why.to_string()),
             RouteError::NotFound => Rejection::NotFound,
-            RouteError::MethodNotAllowed { route, allow } => {
-                Rejection::MethodNotAllowed { route, allow }
-            }
+            RouteError::MethodNotAllowed { route, allow } => Rejection::MethodNotAllowed { route, allow },
         }
     }
 }
@@ -86,16 +84,10 @@ impl From<AuthError> for Rejection {
 impl From<UpstreamError> for Rejection {
     fn from(e: UpstreamError) -> Self {
         match e {
-            UpstreamError::Timeout => {
-                Rejection::GatewayTimeout("upstream did not answer in time".into())
-            }
+            UpstreamError::Timeout => Rejection::GatewayTimeout("upstream did not answer in time".into()),
             UpstreamError::BodyTooLarge { limit } => Rejection::PayloadTooLarge { limit },
-            UpstreamError::Connect(_) => {
-                Rejection::BadGateway("could not connect to the upstream".into())
-            }
-            UpstreamError::Request(_) => {
-                Rejection::BadGateway("the upstream exchange failed".into())
-            }
+            UpstreamError::Connect(_) => Rejection::BadGateway("could not connect to the upstream".into()),
+            UpstreamError::Request(_) => Rejection::BadGateway("the upstream exchange failed".into()),
         }
     }
 }
@@ -147,16 +139,10 @@ impl Rejection {
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         match &self {
             Rejection::Unauthorized(AuthError::Missing) => {
-                headers.insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"runway\""),
-                );
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"runway\""));
             }
             Rejection::Unauthorized(e) => {
                 let value = format!(
@@ -170,9 +156,7 @@ impl Rejection {
             Rejection::Forbidden { .. } => {
                 headers.insert(
                     WWW_AUTHENTICATE,
-                    HeaderValue::from_static(
-                        "Bearer realm=\"runway\", error=\"insufficient_scope\"",
-                    ),
+                    HeaderValue::from_static("Bearer realm=\"runway\", error=\"insufficient_scope\""),
                 );
             }
             Rejection::MethodNotAllowed { allow, .. } => {
@@ -206,13 +190,8 @@ mod tests {
     use http_body_util::BodyExt;
 
     fn body(r: Response<ResponseBody>) -> serde_json::Value {
-        let Either::Right(full) = r.into_body() else {
-            panic!("own responses are Full")
-        };
-        let bytes = futures_util::FutureExt::now_or_never(full.collect())
-            .expect("ready")
-            .expect("full")
-            .to_bytes();
+        let Either::Right(full) = r.into_body() else { panic!("own responses are Full") };
+        let bytes = futures_util::FutureExt::now_or_never(full.collect()).expect("ready").expect("full").to_bytes();
         serde_json::from_slice(&bytes).expect("json")
     }
 
@@ -221,34 +200,15 @@ mod tests {
         let cases: Vec<(Rejection, u16, Option<&str>)> = vec![
             (Rejection::BadRequest("x".into()), 400, None),
             (Rejection::NotFound, 404, None),
+            (Rejection::MethodNotAllowed { route: "r".into(), allow: HeaderValue::from_static("POST") }, 405, None),
+            (Rejection::Unauthorized(AuthError::Missing), 401, Some("Bearer realm=\"runway\"")),
             (
-                Rejection::MethodNotAllowed {
-                    route: "r".into(),
-                    allow: HeaderValue::from_static("POST"),
-                },
-                405,
-                None,
-            ),
-            (
-                Rejection::Unauthorized(AuthError::Missing),
+                Rejection::Unauthorized(AuthError::invalid(Reason::Expired, "token expired 5s ago")),
                 401,
-                Some("Bearer realm=\"runway\""),
+                Some("Bearer realm=\"runway\", error=\"invalid_token\", error_description=\"token expired 5s ago\""),
             ),
             (
-                Rejection::Unauthorized(AuthError::invalid(
-                    Reason::Expired,
-                    "token expired 5s ago",
-                )),
-                401,
-                Some(
-                    "Bearer realm=\"runway\", error=\"invalid_token\", error_description=\"token expired 5s ago\"",
-                ),
-            ),
-            (
-                Rejection::Forbidden {
-                    route: "r".into(),
-                    detail: "d".into(),
-                },
+                Rejection::Forbidden { route: "r".into(), detail: "d".into() },
                 403,
                 Some("Bearer realm=\"runway\", error=\"insufficient_scope\""),
             ),
@@ -262,14 +222,7 @@ mod tests {
             let response = rejection.into_response("rid-1");
             assert_eq!(response.status().as_u16(), status);
             assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
-            assert_eq!(
-                response
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .map(|v| v.to_str().expect("ascii")),
-                www,
-                "{status}"
-            );
+            assert_eq!(response.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().expect("ascii")), www, "{status}");
             if status == 405 {
                 assert_eq!(response.headers()[ALLOW], "POST");
             }

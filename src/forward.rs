@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
-use http_body_util::LengthLimitError;
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
@@ -18,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
+use crate::limit::BodyCapExceeded;
 use crate::tls::{self, TlsError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,14 +65,9 @@ impl tower::Service<Uri> for UpstreamConnector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let stream = tokio::time::timeout(
-                this.connect_timeout,
-                TcpStream::connect((&*this.host, this.port)),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
+            let stream = tokio::time::timeout(this.connect_timeout, TcpStream::connect((&*this.host, this.port)))
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(stream))
         })
@@ -98,10 +93,7 @@ where
     pub fn new(config: &UpstreamConfig, body_limit: Option<u64>) -> Result<Self, TlsError> {
         let tls = tls::upstream_client_config(config)?;
         let server_name = rustls_pki_types::ServerName::try_from(config.server_name.clone())
-            .map_err(|e| TlsError::Rejected {
-                key: "upstream.server_name",
-                message: e.to_string(),
-            })?;
+            .map_err(|e| TlsError::Rejected { key: "upstream.server_name", message: e.to_string() })?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
@@ -117,17 +109,12 @@ where
             .timer(TokioTimer::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build(connector);
-        let authority = config.url.authority().cloned().ok_or(TlsError::Rejected {
-            key: "upstream.url",
-            message: "has no host".into(),
-        })?;
-        Ok(Upstream {
-            client,
-            authority,
-            preserve_host: config.preserve_host,
-            timeout: config.timeout,
-            body_limit,
-        })
+        let authority = config
+            .url
+            .authority()
+            .cloned()
+            .ok_or(TlsError::Rejected { key: "upstream.url", message: "has no host".into() })?;
+        Ok(Upstream { client, authority, preserve_host: config.preserve_host, timeout: config.timeout, body_limit })
     }
 
     /// Sends the request to Kong and returns its response head (the body streams on).
@@ -146,33 +133,22 @@ where
         let mut parts = req.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTPS);
         parts.authority = Some(authority);
-        *req.uri_mut() =
-            Uri::from_parts(parts).map_err(|e| UpstreamError::Request(e.to_string()))?;
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::Request(e.to_string()))?;
         *req.version_mut() = Version::HTTP_11;
-        let response = tokio::time::timeout(self.timeout, self.client.request(req))
-            .await
-            .map_err(|_| UpstreamError::Timeout)?;
-        let mut response = response.map_err(|e| self.classify(e))?;
+        let body_cap = req.extensions().get::<BodyCapExceeded>().cloned();
+        let response =
+            tokio::time::timeout(self.timeout, self.client.request(req)).await.map_err(|_| UpstreamError::Timeout)?;
+        let mut response = response.map_err(|e| self.classify(e, body_cap.as_ref()))?;
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
 
-    fn classify(&self, e: hyper_util::client::legacy::Error) -> UpstreamError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.downcast_ref::<LengthLimitError>().is_some() {
-                return UpstreamError::BodyTooLarge {
-                    limit: self.body_limit.unwrap_or(u64::MAX),
-                };
-            }
-            source = s.source();
+    fn classify(&self, e: hyper_util::client::legacy::Error, body_cap: Option<&BodyCapExceeded>) -> UpstreamError {
+        if body_cap.is_some_and(BodyCapExceeded::is_set) {
+            return UpstreamError::BodyTooLarge { limit: self.body_limit.unwrap_or(u64::MAX) };
         }
         let text = crate::auth::fetch::error_chain(&e);
-        if e.is_connect() {
-            UpstreamError::Connect(text)
-        } else {
-            UpstreamError::Request(text)
-        }
+        if e.is_connect() { UpstreamError::Connect(text) } else { UpstreamError::Request(text) }
     }
 }
 
@@ -195,15 +171,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Hop-by-hop header names.
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+pub const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 /// The innermost service: hands the request to Kong and streams the answer back.
 pub struct Forward<B> {
@@ -212,9 +181,7 @@ pub struct Forward<B> {
 
 impl<B> Clone for Forward<B> {
     fn clone(&self) -> Self {
-        Forward {
-            upstream: self.upstream.clone(),
-        }
+        Forward { upstream: self.upstream.clone() }
     }
 }
 
@@ -245,10 +212,7 @@ where
             let (parts, body) = req.into_parts();
             let host = crate::layer::request_host(&parts);
             let extensions = parts.extensions.clone();
-            match upstream
-                .forward(Request::from_parts(parts, body), host)
-                .await
-            {
+            match upstream.forward(Request::from_parts(parts, body), host).await {
                 Ok(response) => Ok(response.map(http_body_util::Either::Left)),
                 Err(e) => {
                     tracing::warn!(error = %e, "upstream request failed");

@@ -46,11 +46,7 @@ pub struct Peer {
 
 /// Lower-cases and reads `_` as `-`.
 fn canonical(name: &str) -> std::borrow::Cow<'_, str> {
-    if name.contains('_') {
-        name.replace('_', "-").into()
-    } else {
-        name.into()
-    }
+    if name.contains('_') { name.replace('_', "-").into() } else { name.into() }
 }
 
 fn must_strip(name: &str, connection_tokens: &[String], trusted: bool) -> bool {
@@ -82,11 +78,8 @@ pub fn sanitize(headers: &mut HeaderMap, trusted: bool) -> Credential {
         .map(|t| canonical(&t.trim().to_ascii_lowercase()).into_owned())
         .filter(|t| !t.is_empty() && t != "host")
         .collect();
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| must_strip(name.as_str(), &connection_tokens, trusted))
-        .cloned()
-        .collect();
+    let doomed: Vec<HeaderName> =
+        headers.keys().filter(|name| must_strip(name.as_str(), &connection_tokens, trusted)).cloned().collect();
     for name in doomed {
         headers.remove(&name);
     }
@@ -95,10 +88,7 @@ pub fn sanitize(headers: &mut HeaderMap, trusted: bool) -> Credential {
 
 /// Total size of the request headers as sent.
 pub fn header_bytes(headers: &HeaderMap) -> usize {
-    headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum()
+    headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum()
 }
 
 /// Adds `X-Forwarded-For`, `-Proto` and `-Host`.
@@ -142,22 +132,14 @@ pub struct SanitizeLayer {
 impl SanitizeLayer {
     /// For one connection from `addr`.
     pub fn new(addr: SocketAddr, trusted_proxies: &[IpNet]) -> Self {
-        SanitizeLayer {
-            peer: Peer {
-                addr,
-                trusted: is_trusted(addr.ip(), trusted_proxies),
-            },
-        }
+        SanitizeLayer { peer: Peer { addr, trusted: is_trusted(addr.ip(), trusted_proxies) } }
     }
 }
 
 impl<S> tower::Layer<S> for SanitizeLayer {
     type Service = Sanitize<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Sanitize {
-            inner,
-            peer: self.peer,
-        }
+        Sanitize { inner, peer: self.peer }
     }
 }
 
@@ -177,21 +159,13 @@ where
     type Error = std::convert::Infallible;
     type Future = BoxResponseFuture;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if header_bytes(req.headers()) > MAX_HEADER_BYTES {
-            return reject(
-                &req,
-                Rejection::HeadersTooLarge {
-                    limit: MAX_HEADER_BYTES,
-                },
-            );
+            return reject(&req, Rejection::HeadersTooLarge { limit: MAX_HEADER_BYTES });
         }
         let credential = sanitize(req.headers_mut(), self.peer.trusted);
         req.extensions_mut().insert(credential);
@@ -227,10 +201,7 @@ where
     type Error = std::convert::Infallible;
     type Future = BoxResponseFuture;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -238,9 +209,7 @@ where
         let (parts, body) = req.into_parts();
         let mut parts = parts;
         if let Some(route) = parts.extensions.get::<Arc<Route>>() {
-            parts
-                .headers
-                .insert(X_RUNWAY_ROUTE, route.name_header.clone());
+            parts.headers.insert(X_RUNWAY_ROUTE, route.name_header.clone());
         }
         if let Some(identity) = parts.extensions.get::<Identity>() {
             for (name, value) in &identity.headers {
@@ -248,8 +217,7 @@ where
             }
         }
         if let Some(peer) = parts.extensions.get::<Peer>().copied() {
-            let host = crate::layer::request_host(&parts)
-                .and_then(|h| HeaderValue::from_str(h.as_str()).ok());
+            let host = crate::layer::request_host(&parts).and_then(|h| HeaderValue::from_str(h.as_str()).ok());
             add_forwarding(&mut parts.headers, &peer, host.as_ref());
         }
         req = Request::from_parts(parts, body);
@@ -264,10 +232,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (n, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(n.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
+            h.append(HeaderName::from_bytes(n.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
         }
         h
     }
@@ -300,27 +265,15 @@ mod tests {
 
     #[test]
     fn trusted_peers_keep_forwarding_headers() {
-        let mut h = headers(&[
-            ("x-forwarded-for", "10.0.0.1"),
-            ("x-forwarded-host", "a.example"),
-        ]);
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "a.example")]);
         sanitize(&mut h, true);
-        let peer = Peer {
-            addr: "192.0.2.1:5000".parse().expect("addr"),
-            trusted: true,
-        };
+        let peer = Peer { addr: "192.0.2.1:5000".parse().expect("addr"), trusted: true };
         add_forwarding(&mut h, &peer, Some(&HeaderValue::from_static("b.example")));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.1");
         assert_eq!(h["x-forwarded-host"], "a.example");
         assert_eq!(h["x-forwarded-proto"], "https");
-        assert!(is_trusted(
-            "10.1.2.3".parse().expect("ip"),
-            &["10.0.0.0/8".parse().expect("net")]
-        ));
-        assert!(!is_trusted(
-            "11.1.2.3".parse().expect("ip"),
-            &["10.0.0.0/8".parse().expect("net")]
-        ));
+        assert!(is_trusted("10.1.2.3".parse().expect("ip"), &["10.0.0.0/8".parse().expect("net")]));
+        assert!(!is_trusted("11.1.2.3".parse().expect("ip"), &["10.0.0.0/8".parse().expect("net")]));
     }
 
     #[test]

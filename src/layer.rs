@@ -13,29 +13,20 @@ use crate::error::Rejection;
 use crate::request_id::RequestId;
 
 /// The future every layer returns.
-pub type BoxResponseFuture =
-    Pin<Box<dyn Future<Output = Result<crate::Response, Infallible>> + Send>>;
+pub type BoxResponseFuture = Pin<Box<dyn Future<Output = Result<crate::Response, Infallible>> + Send>>;
 
 /// What a layer needs from the service it wraps.
 pub trait Inner<B>:
-    tower::Service<
-        Request<B>,
-        Response = crate::Response,
-        Error = Infallible,
-        Future: Send + 'static,
-    > + Clone
+    tower::Service<Request<B>, Response = crate::Response, Error = Infallible, Future: Send + 'static>
+    + Clone
     + Send
     + 'static
 {
 }
 
 impl<T, B> Inner<B> for T where
-    T: tower::Service<
-            Request<B>,
-            Response = crate::Response,
-            Error = Infallible,
-            Future: Send + 'static,
-        > + Clone
+    T: tower::Service<Request<B>, Response = crate::Response, Error = Infallible, Future: Send + 'static>
+        + Clone
         + Send
         + 'static
 {
@@ -49,14 +40,8 @@ pub fn reject<B>(req: &Request<B>, rejection: Rejection) -> BoxResponseFuture {
 
 /// Builds the response for a rejection, with the request's id; logs it once.
 pub fn rejection_response(extensions: &http::Extensions, rejection: Rejection) -> crate::Response {
-    let request_id = extensions
-        .get::<RequestId>()
-        .map(RequestId::as_str)
-        .unwrap_or("-");
-    let route = extensions
-        .get::<std::sync::Arc<crate::routing::Route>>()
-        .map(|r| r.name.as_str())
-        .unwrap_or("-");
+    let request_id = extensions.get::<RequestId>().map(RequestId::as_str).unwrap_or("-");
+    let route = extensions.get::<std::sync::Arc<crate::routing::Route>>().map(|r| r.name.as_str()).unwrap_or("-");
     let status = rejection.status().as_u16();
     if status >= 500 {
         tracing::warn!(request_id, route, status, reason = rejection.reason(), detail = %rejection, "request failed");
@@ -72,7 +57,5 @@ pub fn request_host(parts: &Parts) -> Option<Authority> {
         return Some(a.clone());
     }
     let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
-    host.parse::<Authority>()
-        .ok()
-        .filter(|a| a.as_str() == host)
+    host.parse::<Authority>().ok().filter(|a| a.as_str() == host)
 }

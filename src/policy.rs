@@ -42,10 +42,7 @@ fn glob_match(parts: &[String], text: &str) -> bool {
     if parts.len() == 1 {
         return first == text;
     }
-    if text.len() < first.len() + last.len()
-        || !text.starts_with(first.as_str())
-        || !text.ends_with(last.as_str())
-    {
+    if text.len() < first.len() + last.len() || !text.starts_with(first.as_str()) || !text.ends_with(last.as_str()) {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
@@ -67,9 +64,7 @@ struct Condition {
 
 impl Condition {
     fn matches(&self, claims: &Value) -> bool {
-        self.claim
-            .lookup(claims)
-            .is_some_and(|v| self.value_matches(v))
+        self.claim.lookup(claims).is_some_and(|v| self.value_matches(v))
     }
 
     fn value_matches(&self, value: &Value) -> bool {
@@ -86,22 +81,14 @@ impl Condition {
 
     fn explain(&self, claims: &Value) -> String {
         match self.claim.lookup(claims) {
-            None => format!(
-                "claim \"{}\" is missing (expected {})",
-                self.claim.as_str(),
-                self.expected
-            ),
+            None => format!("claim \"{}\" is missing (expected {})", self.claim.as_str(), self.expected),
             Some(v) => {
                 let mut actual = v.to_string();
                 if actual.len() > 120 {
                     actual.truncate(actual.floor_char_boundary(117));
                     actual.push_str("...");
                 }
-                format!(
-                    "claim \"{}\" is {actual}, expected {}",
-                    self.claim.as_str(),
-                    self.expected
-                )
+                format!("claim \"{}\" is {actual}, expected {}", self.claim.as_str(), self.expected)
             }
         }
     }
@@ -134,10 +121,7 @@ impl Policy {
                         patterns: patterns.iter().map(|p| Pattern::new(p)).collect(),
                         expected: match patterns.as_slice() {
                             [one] => format!("\"{one}\""),
-                            many => format!(
-                                "one of {}",
-                                serde_json::to_string(many).unwrap_or_default()
-                            ),
+                            many => format!("one of {}", serde_json::to_string(many).unwrap_or_default()),
                         },
                     })
                     .collect(),
@@ -151,11 +135,7 @@ impl Policy {
         // The closest rule: of the rules for this issuer, the one with the most conditions met.
         let mut closest: Option<(usize, &Rule)> = None;
         for rule in self.rules.iter().filter(|r| r.issuer == identity.issuer) {
-            let met = rule
-                .conditions
-                .iter()
-                .take_while(|c| c.matches(&identity.claims))
-                .count();
+            let met = rule.conditions.iter().take_while(|c| c.matches(&identity.claims)).count();
             if met == rule.conditions.len() {
                 return Ok(());
             }
@@ -166,10 +146,7 @@ impl Policy {
         match closest {
             Some((met, rule)) => Err(rule.conditions[met].explain(&identity.claims)),
             None if self.rules.is_empty() => Err("the route has no allow rules".to_string()),
-            None => Err(format!(
-                "no allow rule accepts issuer \"{}\"",
-                identity.issuer
-            )),
+            None => Err(format!("no allow rule accepts issuer \"{}\"", identity.issuer)),
         }
     }
 }
@@ -218,10 +195,7 @@ mod tests {
         assert!(Pattern::new("a*b*c").matches("abc"));
         assert!(Pattern::new("a*b*c").matches("a-b-b-c"));
         assert!(!Pattern::new("a*b*c").matches("acb"));
-        assert!(
-            !Pattern::new("ab*ba").matches("aba"),
-            "anchors may not overlap"
-        );
+        assert!(!Pattern::new("ab*ba").matches("aba"), "anchors may not overlap");
         assert!(!Pattern::new("platform/api").matches("platform/api2"));
     }
 
@@ -243,39 +217,21 @@ mod tests {
             json!({"project_path":"platform/tools/x","ref_protected":"true","environment":"production"}),
         );
         assert!(policy.evaluate(&ok).is_ok());
-        let bool_claim = identity(
-            "gitlab",
-            json!({"project_path":"platform/api","ref_protected":true,"environment":"production"}),
-        );
-        assert!(
-            policy.evaluate(&bool_claim).is_ok(),
-            "booleans compare by JSON text"
-        );
-        let staging = identity(
-            "gitlab",
-            json!({"project_path":"platform/api","ref_protected":"true","environment":"staging"}),
-        );
+        let bool_claim =
+            identity("gitlab", json!({"project_path":"platform/api","ref_protected":true,"environment":"production"}));
+        assert!(policy.evaluate(&bool_claim).is_ok(), "booleans compare by JSON text");
+        let staging =
+            identity("gitlab", json!({"project_path":"platform/api","ref_protected":"true","environment":"staging"}));
         assert_eq!(
             policy.evaluate(&staging).unwrap_err(),
             "claim \"environment\" is \"staging\", expected \"production\""
         );
         let missing = identity("gitlab", json!({"project_path":"platform/api"}));
-        assert!(
-            policy
-                .evaluate(&missing)
-                .unwrap_err()
-                .contains("\"ref_protected\" is missing")
-        );
+        assert!(policy.evaluate(&missing).unwrap_err().contains("\"ref_protected\" is missing"));
         let scopes = identity("okta", json!({"scp":["read","deploy:production"]}));
-        assert!(
-            policy.evaluate(&scopes).is_ok(),
-            "arrays match on any element"
-        );
+        assert!(policy.evaluate(&scopes).is_ok(), "arrays match on any element");
         let other = identity("aws", json!({}));
-        assert_eq!(
-            policy.evaluate(&other).unwrap_err(),
-            "no allow rule accepts issuer \"aws\""
-        );
+        assert_eq!(policy.evaluate(&other).unwrap_err(), "no allow rule accepts issuer \"aws\"");
         assert!(Policy::default().evaluate(&ok).is_err(), "default deny");
     }
 
@@ -283,20 +239,11 @@ mod tests {
     fn numbers_and_pointers() {
         let policy = Policy::compile(&[rule(
             "oidc",
-            &[
-                ("/https:~1~1sts.amazonaws.com~1/aws_account", &["1234*"]),
-                ("job_id", &["42"]),
-            ],
+            &[("/https:~1~1sts.amazonaws.com~1/aws_account", &["1234*"]), ("job_id", &["42"])],
         )]);
-        let ok = identity(
-            "oidc",
-            json!({"https://sts.amazonaws.com/": {"aws_account": "123456789012"}, "job_id": 42}),
-        );
+        let ok = identity("oidc", json!({"https://sts.amazonaws.com/": {"aws_account": "123456789012"}, "job_id": 42}));
         assert!(policy.evaluate(&ok).is_ok());
-        let wrong = identity(
-            "oidc",
-            json!({"https://sts.amazonaws.com/": {"aws_account": "999"}, "job_id": 42}),
-        );
+        let wrong = identity("oidc", json!({"https://sts.amazonaws.com/": {"aws_account": "999"}, "job_id": 42}));
         assert!(policy.evaluate(&wrong).is_err());
     }
 }
@@ -328,37 +275,22 @@ where
     type Error = std::convert::Infallible;
     type Future = crate::layer::BoxResponseFuture;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let route = req
-            .extensions()
-            .get::<std::sync::Arc<crate::routing::Route>>()
-            .cloned();
+        let route = req.extensions().get::<std::sync::Arc<crate::routing::Route>>().cloned();
         let verdict = match (route, req.extensions().get::<Identity>()) {
-            (Some(route), Some(identity)) => route
-                .policy
-                .evaluate(identity)
-                .map_err(|detail| (route, detail)),
+            (Some(route), Some(identity)) => route.policy.evaluate(identity).map_err(|detail| (route, detail)),
             _ => Ok(()),
         };
         if let Err((route, detail)) = verdict {
             if route.mode == crate::config::RouteMode::Report {
                 req.extensions_mut().remove::<Identity>();
-                req.extensions_mut().insert(crate::auth::layer::WouldDeny {
-                    reason: "policy",
-                    detail,
-                });
+                req.extensions_mut().insert(crate::auth::layer::WouldDeny { reason: "policy", detail });
             } else {
-                let rejection = crate::error::Rejection::Forbidden {
-                    route: route.name.clone(),
-                    detail,
-                };
+                let rejection = crate::error::Rejection::Forbidden { route: route.name.clone(), detail };
                 return crate::layer::reject(&req, rejection);
             }
         }

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::Request;
-use http_body_util::Limited;
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
@@ -16,7 +15,7 @@ use crate::auth::layer::AuthLayer;
 use crate::config::Config;
 use crate::forward::{Forward, Upstream};
 use crate::headers::{IdentityHeadersLayer, SanitizeLayer};
-use crate::limit::{BodyLimitLayer, RequestTimeoutLayer};
+use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
 use crate::policy::PolicyLayer;
 use crate::request_id::RequestIdLayer;
 use crate::routing::{RouteLayer, RouteTable};
@@ -49,7 +48,7 @@ pub struct Runtime {
     /// Issuers and their keys.
     pub auth: Arc<Authenticator>,
     /// The client towards Kong.
-    pub upstream: Arc<Upstream<Limited<Incoming>>>,
+    pub upstream: Arc<Upstream<CappedBody<Incoming>>>,
 }
 
 impl Runtime {
@@ -59,15 +58,8 @@ impl Runtime {
         let upstream = Upstream::new(&config.upstream, config.server.max_body_bytes)?;
         let fetcher = Fetcher::new(tls::public_client_config()?);
         let auth = Authenticator::new(&config.issuers, &fetcher).map_err(|(name, source)| {
-            let index = config
-                .issuers
-                .iter()
-                .position(|i| i.name == name)
-                .unwrap_or(0);
-            BuildError::Jwks {
-                key: format!("issuers[{index}].jwks_file"),
-                source,
-            }
+            let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
+            BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
         })?;
         Ok(Runtime {
             routes: Arc::new(RouteTable::new(&config.routes)),

@@ -52,18 +52,13 @@ where
     type Error = std::convert::Infallible;
     type Future = BoxResponseFuture;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let id = match req.headers().get(&X_REQUEST_ID) {
-            Some(v) if is_sane(v) && req.headers().get_all(&X_REQUEST_ID).iter().count() == 1 => {
-                v.clone()
-            }
+            Some(v) if is_sane(v) && req.headers().get_all(&X_REQUEST_ID).iter().count() == 1 => v.clone(),
             _ => {
                 let fresh = uuid::Uuid::new_v4().hyphenated().to_string();
                 HeaderValue::from_str(&fresh).unwrap_or_else(|_| HeaderValue::from_static("-"))
@@ -89,11 +84,7 @@ mod tests {
         assert!(is_sane(&HeaderValue::from_static("abc-123")));
         assert!(!is_sane(&HeaderValue::from_static("")));
         assert!(!is_sane(&HeaderValue::from_static("has space")));
-        assert!(!is_sane(
-            &HeaderValue::from_str(&"a".repeat(129)).expect("value")
-        ));
-        assert!(is_sane(
-            &HeaderValue::from_str(&"a".repeat(128)).expect("value")
-        ));
+        assert!(!is_sane(&HeaderValue::from_str(&"a".repeat(129)).expect("value")));
+        assert!(is_sane(&HeaderValue::from_str(&"a".repeat(128)).expect("value")));
     }
 }

@@ -65,14 +65,13 @@ impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> RouteTable {
         let mut table = RouteTable::default();
         for r in routes {
-            let allow_header = r.methods.as_ref().and_then(|m| {
-                HeaderValue::from_str(&m.iter().map(Method::as_str).collect::<Vec<_>>().join(", "))
-                    .ok()
-            });
+            let allow_header = r
+                .methods
+                .as_ref()
+                .and_then(|m| HeaderValue::from_str(&m.iter().map(Method::as_str).collect::<Vec<_>>().join(", ")).ok());
             let route = Arc::new(Route {
                 name: r.name.clone(),
-                name_header: HeaderValue::from_str(&r.name)
-                    .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+                name_header: HeaderValue::from_str(&r.name).unwrap_or_else(|_| HeaderValue::from_static("invalid")),
                 methods: r.methods.clone(),
                 allow_header,
                 anonymous: r.anonymous,
@@ -89,12 +88,7 @@ impl RouteTable {
     }
 
     /// Finds the route for a request. `host` may carry a port; `path` is the raw request path.
-    pub fn find(
-        &self,
-        host: Option<&str>,
-        path: &str,
-        method: &Method,
-    ) -> Result<Arc<Route>, RouteError> {
+    pub fn find(&self, host: Option<&str>, path: &str, method: &Method) -> Result<Arc<Route>, RouteError> {
         let path = normalize_path(path)?;
         let host = host.map(strip_port);
         let route = host
@@ -104,10 +98,7 @@ impl RouteTable {
             .ok_or(RouteError::NotFound)?;
         match (&route.methods, &route.allow_header) {
             (Some(methods), Some(allow)) if !methods.contains(method) => {
-                Err(RouteError::MethodNotAllowed {
-                    route: route.name.clone(),
-                    allow: allow.clone(),
-                })
+                Err(RouteError::MethodNotAllowed { route: route.name.clone(), allow: allow.clone() })
             }
             _ => Ok(route.clone()),
         }
@@ -120,9 +111,7 @@ fn lookup_host<'a>(by_host: &'a HashMap<String, Prefixes>, host: &str) -> Option
     }
     match by_host.get(host) {
         Some(p) => Some(p),
-        None if host.bytes().any(|b| b.is_ascii_uppercase()) => {
-            by_host.get(&host.to_ascii_lowercase())
-        }
+        None if host.bytes().any(|b| b.is_ascii_uppercase()) => by_host.get(&host.to_ascii_lowercase()),
         None => None,
     }
 }
@@ -134,10 +123,7 @@ impl Prefixes {
         }
         let mut candidate = path.trim_end_matches('/');
         loop {
-            if let Some(route) = self
-                .0
-                .get(if candidate.is_empty() { "/" } else { candidate })
-            {
+            if let Some(route) = self.0.get(if candidate.is_empty() { "/" } else { candidate }) {
                 return Some(route);
             }
             if candidate.is_empty() {
@@ -171,28 +157,18 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, RouteError> {
             .map_err(|_| RouteError::BadPath("request path is not valid UTF-8 once decoded"))?;
         let lower = raw.to_ascii_lowercase();
         if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%25") {
-            return Err(RouteError::BadPath(
-                "request path holds an encoded '/', '\\' or '%'",
-            ));
+            return Err(RouteError::BadPath("request path holds an encoded '/', '\\' or '%'"));
         }
         text
     } else {
         Cow::Borrowed(raw)
     };
     if decoded.contains('\\') || decoded.chars().any(char::is_control) {
-        return Err(RouteError::BadPath(
-            "request path holds '\\' or control characters",
-        ));
+        return Err(RouteError::BadPath("request path holds '\\' or control characters"));
     }
     let body = decoded.strip_suffix('/').unwrap_or(&decoded);
-    if body.len() > 1
-        && body[1..]
-            .split('/')
-            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
-    {
-        return Err(RouteError::BadPath(
-            "request path holds '.', '..' or empty segments",
-        ));
+    if body.len() > 1 && body[1..].split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        return Err(RouteError::BadPath("request path holds '.', '..' or empty segments"));
     }
     Ok(decoded)
 }
@@ -202,21 +178,12 @@ mod tests {
     use super::*;
     use crate::config::RouteMode;
 
-    fn route(
-        name: &str,
-        host: Option<&str>,
-        prefix: &str,
-        methods: Option<&[&str]>,
-    ) -> RouteConfig {
+    fn route(name: &str, host: Option<&str>, prefix: &str, methods: Option<&[&str]>) -> RouteConfig {
         RouteConfig {
             name: name.into(),
             host: host.map(str::to_string),
             path_prefix: prefix.into(),
-            methods: methods.map(|m| {
-                m.iter()
-                    .map(|s| Method::from_bytes(s.as_bytes()).expect("method"))
-                    .collect()
-            }),
+            methods: methods.map(|m| m.iter().map(|s| Method::from_bytes(s.as_bytes()).expect("method")).collect()),
             anonymous: false,
             mode: RouteMode::Enforce,
             allow: vec![],
@@ -233,8 +200,7 @@ mod tests {
     }
 
     fn name(r: Result<Arc<Route>, RouteError>) -> String {
-        r.map(|r| r.name.clone())
-            .unwrap_or_else(|e| format!("{e:?}"))
+        r.map(|r| r.name.clone()).unwrap_or_else(|e| format!("{e:?}"))
     }
 
     #[test]
@@ -243,26 +209,12 @@ mod tests {
         let post = Method::POST;
         assert_eq!(name(t.find(None, "/deploy/production", &post)), "prod");
         assert_eq!(name(t.find(None, "/deploy/production/x/y", &post)), "prod");
-        assert_eq!(
-            name(t.find(None, "/deploy/productionx", &post)),
-            "deploy",
-            "segment-aware"
-        );
+        assert_eq!(name(t.find(None, "/deploy/productionx", &post)), "deploy", "segment-aware");
         assert_eq!(name(t.find(None, "/deploy/", &post)), "deploy");
         assert_eq!(name(t.find(None, "/other", &post)), "root");
-        assert_eq!(
-            name(t.find(Some("deploy.example.com:8443"), "/deploy/production", &post)),
-            "host-deploy"
-        );
-        assert_eq!(
-            name(t.find(Some("DEPLOY.example.com"), "/deploy", &post)),
-            "host-deploy"
-        );
-        assert_eq!(
-            name(t.find(Some("deploy.example.com"), "/x", &post)),
-            "root",
-            "host routes fall back to hostless"
-        );
+        assert_eq!(name(t.find(Some("deploy.example.com:8443"), "/deploy/production", &post)), "host-deploy");
+        assert_eq!(name(t.find(Some("DEPLOY.example.com"), "/deploy", &post)), "host-deploy");
+        assert_eq!(name(t.find(Some("deploy.example.com"), "/x", &post)), "root", "host routes fall back to hostless");
     }
 
     #[test]
@@ -273,10 +225,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let empty = RouteTable::new(&[route("a", None, "/a", None)]);
-        assert_eq!(
-            empty.find(None, "/b", &Method::GET).unwrap_err(),
-            RouteError::NotFound
-        );
+        assert_eq!(empty.find(None, "/b", &Method::GET).unwrap_err(), RouteError::NotFound);
     }
 
     #[test]
@@ -295,16 +244,9 @@ mod tests {
             "x",
             "/a%252f",
         ] {
-            assert!(
-                matches!(t.find(None, p, &Method::POST), Err(RouteError::BadPath(_))),
-                "{p}"
-            );
+            assert!(matches!(t.find(None, p, &Method::POST), Err(RouteError::BadPath(_))), "{p}");
         }
-        assert_eq!(
-            name(t.find(None, "/deploy/%70roduction", &Method::POST)),
-            "prod",
-            "decoded before matching"
-        );
+        assert_eq!(name(t.find(None, "/deploy/%70roduction", &Method::POST)), "prod", "decoded before matching");
     }
 }
 
@@ -324,10 +266,7 @@ impl RouteLayer {
 impl<S> tower::Layer<S> for RouteLayer {
     type Service = RouteService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RouteService {
-            inner,
-            table: self.table.clone(),
-        }
+        RouteService { inner, table: self.table.clone() }
     }
 }
 
@@ -347,24 +286,17 @@ where
     type Error = std::convert::Infallible;
     type Future = crate::layer::BoxResponseFuture;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let host = req.uri().host().map(str::to_string).or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
-        match self
-            .table
-            .find(host.as_deref(), req.uri().path(), req.method())
-        {
+        let host = req
+            .uri()
+            .host()
+            .map(str::to_string)
+            .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        match self.table.find(host.as_deref(), req.uri().path(), req.method()) {
             Ok(route) => {
                 req.extensions_mut().insert(route);
                 Box::pin(self.inner.call(req))

@@ -43,15 +43,8 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads a PEM certificate chain; at least one certificate.
-pub fn load_certs(
-    key: &'static str,
-    path: &Path,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let err = |message: String| TlsError::File {
-        key,
-        path: path.display().to_string(),
-        message,
-    };
+pub fn load_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |message: String| TlsError::File { key, path: path.display().to_string(), message };
     let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -64,11 +57,7 @@ pub fn load_certs(
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let err = |message: String| TlsError::File {
-        key,
-        path: path.display().to_string(),
-        message,
-    };
+    let err = |message: String| TlsError::File { key, path: path.display().to_string(), message };
     let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| err(format!("no usable private key ({e})")))
 }
@@ -92,16 +81,10 @@ pub fn server_config(server: &ServerSection) -> Result<Arc<ServerConfig>, TlsErr
     let key = load_key("server.tls_key", &server.tls_key)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Rejected {
-            key: "server",
-            message: e.to_string(),
-        })?
+        .map_err(|e| TlsError::Rejected { key: "server", message: e.to_string() })?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| TlsError::Rejected {
-            key: "server.tls_key",
-            message: describe(&e),
-        })?;
+        .map_err(|e| TlsError::Rejected { key: "server.tls_key", message: describe(&e) })?;
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -114,10 +97,7 @@ pub fn upstream_client_config(upstream: &UpstreamConfig) -> Result<ClientConfig,
     };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError::Rejected {
-            key: "upstream",
-            message: e.to_string(),
-        })?
+        .map_err(|e| TlsError::Rejected { key: "upstream", message: e.to_string() })?
         .with_root_certificates(roots);
     let config = match &upstream.client_identity {
         Some((cert, key)) => {
@@ -125,10 +105,7 @@ pub fn upstream_client_config(upstream: &UpstreamConfig) -> Result<ClientConfig,
             let key = load_key("upstream.client_key", key)?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| TlsError::Rejected {
-                    key: "upstream.client_key",
-                    message: describe(&e),
-                })?
+                .map_err(|e| TlsError::Rejected { key: "upstream.client_key", message: describe(&e) })?
         }
         None => builder.with_no_client_auth(),
     };
@@ -140,10 +117,7 @@ pub fn upstream_client_config(upstream: &UpstreamConfig) -> Result<ClientConfig,
 pub fn public_client_config() -> Result<ClientConfig, TlsError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rejected {
-            key: "issuers",
-            message: e.to_string(),
-        })?
+        .map_err(|e| TlsError::Rejected { key: "issuers", message: e.to_string() })?
         .with_root_certificates(system_roots())
         .with_no_client_auth();
     Ok(config)
@@ -162,9 +136,7 @@ pub fn system_roots() -> RootCertStore {
 
 fn describe(e: &rustls::Error) -> String {
     match e {
-        rustls::Error::InconsistentKeys(_) => {
-            "the private key does not belong to the certificate".to_string()
-        }
+        rustls::Error::InconsistentKeys(_) => "the private key does not belong to the certificate".to_string(),
         other => other.to_string(),
     }
 }

@@ -36,14 +36,7 @@ async fn fixture(routes: &str) -> Fx {
     let runway = Runway::start(&pki, &config).await;
     runway.wait_ready().await;
     let client = TestClient::new(&pki);
-    Fx {
-        pki,
-        idp,
-        key,
-        upstream,
-        runway,
-        client,
-    }
+    Fx { pki, idp, key, upstream, runway, client }
 }
 
 const ROUTES: &str = r#"
@@ -79,12 +72,7 @@ impl Fx {
         self.key.mint(&claims(&self.idp.issuer(), AUD, base))
     }
 
-    async fn post(
-        &self,
-        path: &str,
-        token: Option<&str>,
-        headers: &[(&str, &str)],
-    ) -> TestResponse {
+    async fn post(&self, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> TestResponse {
         let mut req = Request::post(self.runway.url(path));
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -92,12 +80,7 @@ impl Fx {
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        self.client
-            .send(
-                req.body(Full::new(Bytes::from_static(b"hello")))
-                    .expect("request"),
-            )
-            .await
+        self.client.send(req.body(Full::new(Bytes::from_static(b"hello"))).expect("request")).await
     }
 }
 
@@ -114,17 +97,12 @@ async fn allowed_request_reaches_kong_with_verified_identity_only() {
         ("proxy-authorization", "Basic abc"),
         ("x-request-id", "req-abc-123"),
     ];
-    let res = fx
-        .post("/deploy/production/app?x=1", Some(&token), &spoofed)
-        .await;
+    let res = fx.post("/deploy/production/app?x=1", Some(&token), &spoofed).await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.header("x-request-id").as_deref(), Some("req-abc-123"));
     let echo = res.json();
     let h = &echo["headers"];
-    assert_eq!(
-        echo["client_cert_cn"], "runway-client",
-        "Kong sees Runway's client certificate"
-    );
+    assert_eq!(echo["client_cert_cn"], "runway-client", "Kong sees Runway's client certificate");
     assert_eq!(echo["uri"], "/deploy/production/app?x=1");
     assert_eq!(echo["body_len"], 5);
     assert_eq!(h["x-runway-subject"], json!(["user-1"]));
@@ -138,23 +116,231 @@ async fn allowed_request_reaches_kong_with_verified_identity_only() {
     assert_eq!(h["x-runway-user"], json!(["alice"]));
     assert_eq!(h["x-forwarded-for"], json!(["127.0.0.1"]));
     assert_eq!(h["x-forwarded-proto"], json!(["https"]));
-    assert_eq!(
-        h["x-forwarded-host"],
-        json!([format!("localhost:{}", fx.runway.addr.port())])
-    );
+    assert_eq!(h["x-forwarded-host"], json!([format!("localhost:{}", fx.runway.addr.port())]));
     assert_eq!(h["x-request-id"], json!(["req-abc-123"]));
-    assert_eq!(
-        echo["host"],
-        format!("localhost:{}", fx.runway.addr.port()),
-        "Host preserved"
-    );
-    for gone in [
-        "authorization",
-        "proxy-authorization",
-        "x_runway_subject",
-        "x-real-ip",
-    ] {
+    assert_eq!(echo["host"], format!("localhost:{}", fx.runway.addr.port()), "Host preserved");
+    for gone in ["authorization", "proxy-authorization", "x_runway_subject", "x-real-ip"] {
         assert!(h.get(gone).is_none(), "{gone} must not reach Kong: {h}");
     }
     drop(fx.pki);
+}
+
+#[tokio::test]
+async fn routing_answers_before_the_token_is_read() {
+    let fx = fixture(
+        r#"
+[[routes]]
+name = "deploy-production"
+path_prefix = "/deploy/production"
+methods = ["POST", "PUT"]
+[[routes.allow]]
+issuer = "gitlab"
+"#,
+    )
+    .await;
+    let res = fx.client.get(&fx.runway.url("/nowhere"), None).await;
+    assert_eq!(res.status, 404);
+    assert_eq!(res.header("content-type").as_deref(), Some("application/problem+json"));
+    assert!(res.header("www-authenticate").is_none());
+    let body = res.json();
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["request_id"].as_str(), res.header("x-request-id").as_deref());
+
+    let res = fx.client.get(&fx.runway.url("/deploy/production"), Some("garbage")).await;
+    assert_eq!(res.status, 405, "405 does not depend on the token");
+    assert_eq!(res.header("allow").as_deref(), Some("POST, PUT"));
+
+    for bad in ["/deploy/staging/../production", "/deploy//production", "/deploy/production%2f..%2fx"] {
+        let res = fx.post(bad, None, &[]).await;
+        assert_eq!(res.status, 400, "{bad}");
+    }
+    assert_eq!(fx.upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn policy_denial_names_route_and_failing_condition() {
+    let fx = fixture(ROUTES).await;
+    let token = fx.gitlab_token(json!({"environment": "staging"}));
+    let res = fx.post("/deploy/production", Some(&token), &[]).await;
+    assert_eq!(res.status, 403);
+    assert_eq!(
+        res.header("www-authenticate").as_deref(),
+        Some("Bearer realm=\"runway\", error=\"insufficient_scope\"")
+    );
+    let detail = res.json()["detail"].as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.contains("deploy-production") && detail.contains("environment") && detail.contains("staging"),
+        "{detail}"
+    );
+    let glob = fx.gitlab_token(json!({"project_path": "platform/tools/cli"}));
+    assert_eq!(fx.post("/deploy/production", Some(&glob), &[]).await.status, 200);
+    let other = fx.gitlab_token(json!({"project_path": "platform/toolsx"}));
+    assert_eq!(fx.post("/deploy/production", Some(&other), &[]).await.status, 403);
+    assert_eq!(fx.upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn anonymous_route_is_sanitised_and_carries_no_identity() {
+    let fx = fixture(ROUTES).await;
+    let token = fx.gitlab_token(json!({}));
+    let res = fx.post("/status", Some(&token), &[("x-runway-subject", "root")]).await;
+    assert_eq!(res.status, 200);
+    let h = &res.json()["headers"];
+    assert_eq!(h["x-runway-route"], json!(["status"]));
+    assert!(h.get("x-runway-subject").is_none() && h.get("x-runway-issuer").is_none(), "{h}");
+    assert!(h.get("authorization").is_none());
+    assert!(h.get("x-request-id").is_some() && h.get("x-forwarded-for").is_some());
+    assert_eq!(fx.post("/status", None, &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn report_mode_forwards_without_identity() {
+    let fx = fixture(
+        r#"
+[[routes]]
+name = "shadow"
+path_prefix = "/shadow"
+mode = "report"
+[[routes.allow]]
+issuer = "gitlab"
+claims = { environment = "production" }
+"#,
+    )
+    .await;
+    let denied = fx.gitlab_token(json!({"environment": "staging"}));
+    for token in [Some(denied.as_str()), None, Some("not-a-token")] {
+        let res = fx.post("/shadow/x", token, &[]).await;
+        assert_eq!(res.status, 200, "report mode forwards anyway ({token:?})");
+        let h = &res.json()["headers"];
+        assert_eq!(h["x-runway-route"], json!(["shadow"]));
+        assert!(h.get("x-runway-subject").is_none(), "no identity on would_deny: {h}");
+        assert!(h.get("authorization").is_none());
+    }
+    let allowed = fx.gitlab_token(json!({}));
+    let res = fx.post("/shadow/x", Some(&allowed), &[]).await;
+    assert_eq!(res.json()["headers"]["x-runway-subject"], json!(["user-1"]));
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let fx = fixture(ROUTES).await;
+    let client = TestClient::http2(&fx.pki);
+    let token = fx.gitlab_token(json!({}));
+    let res = client.get(&fx.runway.url("/anything"), Some(&token)).await;
+    assert_eq!(res.status, 200);
+    assert_eq!(res.version, http::Version::HTTP_2);
+    let echo = res.json();
+    assert_eq!(echo["headers"]["x-runway-subject"], json!(["user-1"]));
+    assert_eq!(echo["host"], format!("localhost:{}", fx.runway.addr.port()));
+}
+
+#[tokio::test]
+async fn oversized_headers_and_bodies_are_refused() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let upstream = EchoUpstream::start(&pki).await;
+    let config = format!(
+        "{}{}{}",
+        base_config(&pki, &upstream.url()).replace("[admin]", "max_body_bytes = 1024\n\n[admin]"),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+        open_route("all", "/", "gitlab")
+    );
+    let runway = Runway::start(&pki, &config).await;
+    runway.wait_ready().await;
+    let client = TestClient::new(&pki);
+    let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
+
+    let big = Request::post(runway.url("/up"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::from(vec![b'x'; 2048])))
+        .expect("request");
+    assert_eq!(client.send(big).await.status, 413);
+    let streamed = client.post_streaming(&runway.url("/up"), Some(&token), 4096).await;
+    assert_eq!(streamed.status, 413, "chunked bodies are capped mid-stream");
+    let small = client.post_streaming(&runway.url("/up"), Some(&token), 1000).await;
+    assert_eq!(small.status, 200);
+
+    let huge = Request::get(runway.url("/up"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-filler", "a".repeat(60 * 1024))
+        .header("x-filler-2", "b".repeat(8 * 1024))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let res = client.try_send(huge).await;
+    assert!(matches!(&res, Ok(r) if r.status == 431), "headers over 64 KiB: {:?}", res.map(|r| r.status));
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_502_and_504() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let upstream = EchoUpstream::start(&pki).await;
+    let routes = open_route("all", "/", "gitlab");
+    let issuer = issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, "");
+    let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
+    let client = TestClient::new(&pki);
+
+    // Slow upstream: 504.
+    let slow = base_config(&pki, &upstream.url())
+        .replace("server_name = \"localhost\"", "server_name = \"localhost\"\ntimeout = \"300ms\"");
+    let runway = Runway::start(&pki, &format!("{slow}{issuer}{routes}")).await;
+    runway.wait_ready().await;
+    upstream.set_delay(Duration::from_secs(2));
+    let res = client.get(&runway.url("/x"), Some(&token)).await;
+    assert_eq!(res.status, 504);
+    assert_eq!(res.header("content-type").as_deref(), Some("application/problem+json"));
+    upstream.set_delay(Duration::ZERO);
+    runway.stop().await;
+
+    // Runway presenting a client certificate from another CA: Kong refuses the handshake, 502.
+    let rogue = base_config(&pki, &upstream.url())
+        .replace(&pki.client_cert.display().to_string(), &pki.rogue_client_cert.display().to_string())
+        .replace(&pki.client_key.display().to_string(), &pki.rogue_client_key.display().to_string());
+    let runway = Runway::start(&pki, &format!("{rogue}{issuer}{routes}")).await;
+    runway.wait_ready().await;
+    let before = upstream.requests();
+    let res = client.get(&runway.url("/x"), Some(&token)).await;
+    assert_eq!(res.status, 502);
+    assert_eq!(upstream.requests(), before, "nothing reached Kong");
+    runway.stop().await;
+
+    // Kong down: 502.
+    let dead_url = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("https://127.0.0.1:{}", l.local_addr().expect("addr").port())
+    };
+    let runway = Runway::start(&pki, &format!("{}{issuer}{routes}", base_config(&pki, &dead_url))).await;
+    runway.wait_ready().await;
+    let res = client.get(&runway.url("/x"), Some(&token)).await;
+    assert_eq!(res.status, 502);
+    assert!(res.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let fx = fixture(ROUTES).await;
+    let token = fx.gitlab_token(json!({}));
+    for _ in 0..20 {
+        assert_eq!(fx.client.get(&fx.runway.url("/x"), Some(&token)).await.status, 200);
+    }
+    assert_eq!(fx.upstream.requests(), 20);
+    assert_eq!(fx.upstream.connections(), 1, "sequential requests share one pooled connection");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let fx = fixture(ROUTES).await;
+    let token = fx.gitlab_token(json!({}));
+    fx.upstream.set_delay(Duration::from_millis(800));
+    let client = TestClient::new(&fx.pki);
+    let url = fx.runway.url("/slow");
+    let in_flight = tokio::spawn(async move { client.get(&url, Some(&token)).await.status });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let handle = fx.runway.shutdown_handle();
+    handle.shutdown();
+    assert_eq!(in_flight.await.expect("join"), 200, "the in-flight request completes");
+    let Fx { runway, .. } = fx;
+    tokio::time::timeout(Duration::from_secs(5), runway.join()).await.expect("run returns after draining");
 }

@@ -46,17 +46,12 @@ impl Fetcher {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        Fetcher {
-            client: Client::builder(TokioExecutor::new()).build(https),
-        }
+        Fetcher { client: Client::builder(TokioExecutor::new()).build(https) }
     }
 
     /// GETs `url` and parses it as JSON. Returns the document and its `max-age`, if any.
     pub async fn get_json(&self, url: &str) -> Result<(Value, Option<Duration>), FetchError> {
-        let err = |message: String| FetchError {
-            url: url.to_string(),
-            message,
-        };
+        let err = |message: String| FetchError { url: url.to_string(), message };
         validate_url_is_fetchable(url).map_err(err)?;
         let request = http::Request::get(url)
             .header(ACCEPT, "application/json")
@@ -69,19 +64,13 @@ impl Fetcher {
         if !response.status().is_success() {
             return Err(err(format!("answered {}", response.status())));
         }
-        let max_age = response
-            .headers()
-            .get(CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .and_then(max_age);
-        let body = tokio::time::timeout(
-            FETCH_TIMEOUT,
-            Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect(),
-        )
-        .await
-        .map_err(|_| err("timed out reading the body".into()))?
-        .map_err(|e| err(format!("could not read the body ({e})")))?
-        .to_bytes();
+        let max_age = response.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
+        let body =
+            tokio::time::timeout(FETCH_TIMEOUT, Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect())
+                .await
+                .map_err(|_| err("timed out reading the body".into()))?
+                .map_err(|e| err(format!("could not read the body ({e})")))?
+                .to_bytes();
         let doc = serde_json::from_slice(&body).map_err(|e| err(format!("not JSON ({e})")))?;
         Ok((doc, max_age))
     }
@@ -94,10 +83,7 @@ fn max_age(value: &str) -> Option<Duration> {
         if lower == "no-store" || lower == "no-cache" {
             return Some(Duration::ZERO);
         }
-        lower
-            .strip_prefix("max-age=")
-            .and_then(|s| s.trim_matches('"').parse::<u64>().ok())
-            .map(Duration::from_secs)
+        lower.strip_prefix("max-age=").and_then(|s| s.trim_matches('"').parse::<u64>().ok()).map(Duration::from_secs)
     })
 }
 
@@ -119,10 +105,7 @@ mod tests {
 
     #[test]
     fn cache_control() {
-        assert_eq!(
-            max_age("public, max-age=300"),
-            Some(Duration::from_secs(300))
-        );
+        assert_eq!(max_age("public, max-age=300"), Some(Duration::from_secs(300)));
         assert_eq!(max_age("no-store"), Some(Duration::ZERO));
         assert_eq!(max_age("public"), None);
         assert_eq!(max_age("max-age=abc"), None);

@@ -33,19 +33,12 @@ const GITLAB_HEADERS: &[(&str, &str)] = &[
     ("x-runway-environment", "environment"),
     ("x-runway-user", "user_login"),
 ];
-const OKTA_HEADERS: &[(&str, &str)] = &[
-    ("x-runway-client-id", "cid"),
-    ("x-runway-scopes", "scp"),
-    ("x-runway-user", "uid"),
-];
+const OKTA_HEADERS: &[(&str, &str)] =
+    &[("x-runway-client-id", "cid"), ("x-runway-scopes", "scp"), ("x-runway-user", "uid")];
 
 impl Identity {
     /// Builds the identity and its headers from verified claims.
-    pub fn from_claims(
-        config: &IssuerConfig,
-        claims: Value,
-        token_sha256: &str,
-    ) -> Result<Identity, AuthError> {
+    pub fn from_claims(config: &IssuerConfig, claims: Value, token_sha256: &str) -> Result<Identity, AuthError> {
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -53,14 +46,8 @@ impl Identity {
             .ok_or_else(|| AuthError::invalid(Reason::BadClaim, "token has no sub"))?
             .to_string();
         let mut headers = Vec::with_capacity(8);
-        headers.push((
-            HeaderName::from_static("x-runway-issuer"),
-            header_value("iss", &config.name)?,
-        ));
-        headers.push((
-            HeaderName::from_static("x-runway-subject"),
-            header_value("sub", &subject)?,
-        ));
+        headers.push((HeaderName::from_static("x-runway-issuer"), header_value("iss", &config.name)?));
+        headers.push((HeaderName::from_static("x-runway-subject"), header_value("sub", &subject)?));
         let preset = match config.kind {
             IssuerKind::Gitlab => GITLAB_HEADERS,
             IssuerKind::Okta => OKTA_HEADERS,
@@ -114,17 +101,10 @@ pub fn claim_text(value: &Value) -> Option<String> {
 
 fn header_value(claim: &str, text: &str) -> Result<HeaderValue, AuthError> {
     if text.chars().any(char::is_control) {
-        return Err(AuthError::invalid(
-            Reason::BadClaim,
-            format!("claim \"{claim}\" holds control characters"),
-        ));
+        return Err(AuthError::invalid(Reason::BadClaim, format!("claim \"{claim}\" holds control characters")));
     }
-    HeaderValue::from_bytes(text.as_bytes()).map_err(|_| {
-        AuthError::invalid(
-            Reason::BadClaim,
-            format!("claim \"{claim}\" cannot be sent as a header"),
-        )
-    })
+    HeaderValue::from_bytes(text.as_bytes())
+        .map_err(|_| AuthError::invalid(Reason::BadClaim, format!("claim \"{claim}\" cannot be sent as a header")))
 }
 
 #[cfg(test)]
@@ -137,10 +117,7 @@ mod tests {
         assert_eq!(claim_text(&json!("a")).as_deref(), Some("a"));
         assert_eq!(claim_text(&json!(true)).as_deref(), Some("true"));
         assert_eq!(claim_text(&json!(42)).as_deref(), Some("42"));
-        assert_eq!(
-            claim_text(&json!(["deploy", "read"])).as_deref(),
-            Some("deploy read")
-        );
+        assert_eq!(claim_text(&json!(["deploy", "read"])).as_deref(), Some("deploy read"));
         assert_eq!(claim_text(&json!({"a": 1})), None);
         assert_eq!(claim_text(&Value::Null), None);
     }

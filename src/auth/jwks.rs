@@ -24,11 +24,7 @@ const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
 /// Where keys come from at run time.
 enum Source {
     File(PathBuf),
-    Remote {
-        discovery: Option<String>,
-        jwks_uri: Option<String>,
-        fetcher: Box<Fetcher>,
-    },
+    Remote { discovery: Option<String>, jwks_uri: Option<String>, fetcher: Box<Fetcher> },
 }
 
 struct FetchState {
@@ -79,16 +75,11 @@ impl KeyStore {
     pub fn new(config: &IssuerConfig, fetcher: &Fetcher) -> Result<Self, JwksError> {
         let source = match &config.keys {
             KeySource::File(path) => Source::File(path.clone()),
-            KeySource::Uri(uri) => Source::Remote {
-                discovery: None,
-                jwks_uri: Some(uri.clone()),
-                fetcher: Box::new(fetcher.clone()),
-            },
+            KeySource::Uri(uri) => {
+                Source::Remote { discovery: None, jwks_uri: Some(uri.clone()), fetcher: Box::new(fetcher.clone()) }
+            }
             KeySource::Discovery => Source::Remote {
-                discovery: Some(format!(
-                    "{}/.well-known/openid-configuration",
-                    config.issuer.trim_end_matches('/')
-                )),
+                discovery: Some(format!("{}/.well-known/openid-configuration", config.issuer.trim_end_matches('/'))),
                 jwks_uri: None,
                 fetcher: Box::new(fetcher.clone()),
             },
@@ -105,11 +96,7 @@ impl KeyStore {
             kid_refetch_interval: config.kid_refetch_interval,
             source,
             current: ArcSwap::from_pointee(KeySet::default()),
-            fetch: Mutex::new(FetchState {
-                last_attempt: None,
-                jwks_uri,
-                last_error: None,
-            }),
+            fetch: Mutex::new(FetchState { last_attempt: None, jwks_uri, last_error: None }),
         };
         if let Source::File(path) = &store.source {
             store.install(load_file(path, &store.algorithms)?);
@@ -145,17 +132,11 @@ impl KeyStore {
         if now.generation != seen.generation {
             return Some(now); // someone refreshed while we waited for the lock
         }
-        if state
-            .last_attempt
-            .is_some_and(|t| t.elapsed() < self.kid_refetch_interval)
-        {
+        if state.last_attempt.is_some_and(|t| t.elapsed() < self.kid_refetch_interval) {
             return None;
         }
         tracing::info!(issuer = %self.issuer_name, "unknown key id: refetching the JWKS");
-        self.refresh_locked(&mut state)
-            .await
-            .ok()
-            .map(|_| self.current())
+        self.refresh_locked(&mut state).await.ok().map(|_| self.current())
     }
 
     /// Keeps remote keys fresh until the task is dropped: every `refresh_interval`, sooner when the IdP's
@@ -202,10 +183,7 @@ impl KeyStore {
     }
 
     async fn fetch_keys(&self, state: &mut FetchState) -> Result<Option<Duration>, JwksError> {
-        let Source::Remote {
-            discovery, fetcher, ..
-        } = &self.source
-        else {
+        let Source::Remote { discovery, fetcher, .. } = &self.source else {
             return Ok(None);
         };
         let jwks_uri = match (&state.jwks_uri, discovery) {
@@ -229,13 +207,8 @@ impl KeyStore {
             }
         };
         let generation = self.current.load().generation + 1;
-        let (set, skipped) =
-            KeySet::from_jwks(&doc, &self.algorithms, generation).map_err(|message| {
-                JwksError::Document {
-                    url: jwks_uri.clone(),
-                    message,
-                }
-            })?;
+        let (set, skipped) = KeySet::from_jwks(&doc, &self.algorithms, generation)
+            .map_err(|message| JwksError::Document { url: jwks_uri.clone(), message })?;
         tracing::info!(issuer = %self.issuer_name, keys = set.len(), skipped, "JWKS loaded");
         self.current.store(Arc::new(set));
         Ok(max_age)
@@ -243,10 +216,7 @@ impl KeyStore {
 
     async fn discover(&self, fetcher: &Fetcher, url: &str) -> Result<String, JwksError> {
         let (doc, _) = fetcher.get_json(url).await?;
-        let doc_err = |message: String| JwksError::Document {
-            url: url.to_string(),
-            message,
-        };
+        let doc_err = |message: String| JwksError::Document { url: url.to_string(), message };
         let issuer = doc.get("issuer").and_then(Value::as_str);
         if issuer != Some(self.issuer_url.as_str()) {
             return Err(doc_err(format!(
@@ -270,21 +240,13 @@ impl KeyStore {
 }
 
 /// Reads and parses a JWKS file, keeping the keys usable with `algorithms`.
-pub fn load_file(
-    path: &std::path::Path,
-    algorithms: &[Algorithm],
-) -> Result<(KeySet, usize), JwksError> {
-    let err = |message: String| JwksError::File {
-        path: path.display().to_string(),
-        message,
-    };
+pub fn load_file(path: &std::path::Path, algorithms: &[Algorithm]) -> Result<(KeySet, usize), JwksError> {
+    let err = |message: String| JwksError::File { path: path.display().to_string(), message };
     let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let doc: Value = serde_json::from_slice(&text).map_err(|e| err(format!("not JSON ({e})")))?;
     let (set, skipped) = KeySet::from_jwks(&doc, algorithms, 1).map_err(err)?;
     if set.is_empty() {
-        return Err(err(format!(
-            "no key usable with the issuer's algorithms ({skipped} skipped)"
-        )));
+        return Err(err(format!("no key usable with the issuer's algorithms ({skipped} skipped)")));
     }
     Ok((set, skipped))
 }

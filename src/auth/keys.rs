@@ -1,9 +1,7 @@
 //! An issuer's usable verification keys, built from a JWKS: each key is bound to the algorithms its own
 //! type allows (RFC 8725 §3.1), so a token can never pick an algorithm its key was not made for.
 
-use jsonwebtoken::jwk::{
-    AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse,
-};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
@@ -19,10 +17,7 @@ pub struct VerifyingKey {
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey")
-            .field("kid", &self.kid)
-            .field("algorithms", &self.algorithms)
-            .finish()
+        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("algorithms", &self.algorithms).finish()
     }
 }
 
@@ -50,33 +45,19 @@ pub struct KeySet {
 impl KeySet {
     /// Builds a key set from a JWKS document, keeping the keys usable with `allowed`. Returns the set and the
     /// number of entries skipped.
-    pub fn from_jwks(
-        doc: &Value,
-        allowed: &[Algorithm],
-        generation: u64,
-    ) -> Result<(KeySet, usize), String> {
+    pub fn from_jwks(doc: &Value, allowed: &[Algorithm], generation: u64) -> Result<(KeySet, usize), String> {
         let entries = doc
             .get("keys")
             .and_then(Value::as_array)
             .ok_or_else(|| "not a JWKS document (no \"keys\" array)".to_string())?;
         let mut keys = Vec::with_capacity(entries.len());
         for entry in entries {
-            if let Some(key) = serde_json::from_value::<Jwk>(entry.clone())
-                .ok()
-                .and_then(|jwk| usable(&jwk, allowed))
-            {
+            if let Some(key) = serde_json::from_value::<Jwk>(entry.clone()).ok().and_then(|jwk| usable(&jwk, allowed)) {
                 keys.push(key);
             }
         }
         let skipped = entries.len() - keys.len();
-        Ok((
-            KeySet {
-                keys,
-                loaded: true,
-                generation,
-            },
-            skipped,
-        ))
+        Ok((KeySet { keys, loaded: true, generation }, skipped))
     }
 
     /// Number of usable keys.
@@ -133,9 +114,7 @@ fn usable(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyingKey> {
             EllipticCurve::P384 => &[Algorithm::ES384],
             _ => return None,
         },
-        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
-            &[Algorithm::EdDSA]
-        }
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
         // Symmetric keys never verify issuer tokens: accepting one would allow HMAC forgeries.
         _ => return None,
     };
@@ -143,20 +122,13 @@ fn usable(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyingKey> {
         None => None,
         Some(a) => Some(declared_algorithm(a)?),
     };
-    let algorithms: Vec<Algorithm> = by_type
-        .iter()
-        .copied()
-        .filter(|a| declared.is_none_or(|d| d == *a) && allowed.contains(a))
-        .collect();
+    let algorithms: Vec<Algorithm> =
+        by_type.iter().copied().filter(|a| declared.is_none_or(|d| d == *a) && allowed.contains(a)).collect();
     if algorithms.is_empty() {
         return None;
     }
     let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(VerifyingKey {
-        kid: jwk.common.key_id.clone(),
-        algorithms,
-        key,
-    })
+    Some(VerifyingKey { kid: jwk.common.key_id.clone(), algorithms, key })
 }
 
 fn declared_algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
@@ -190,29 +162,14 @@ mod tests {
             {"kty":"RSA","kid":"mismatch","alg":"ES256","n":N,"e":"AQAB"},
             {"kty":"weird"}
         ]});
-        let (set, skipped) =
-            KeySet::from_jwks(&doc, &[Algorithm::RS256, Algorithm::ES256], 1).expect("jwks");
+        let (set, skipped) = KeySet::from_jwks(&doc, &[Algorithm::RS256, Algorithm::ES256], 1).expect("jwks");
         assert_eq!(set.len(), 1);
         assert_eq!(skipped, 4);
-        assert!(
-            matches!(set.lookup(Some("r1"), Algorithm::RS256), KeyLookup::Found(k) if k.len() == 1)
-        );
-        assert!(matches!(
-            set.lookup(Some("r1"), Algorithm::ES256),
-            KeyLookup::WrongAlgorithm
-        ));
-        assert!(matches!(
-            set.lookup(Some("h"), Algorithm::RS256),
-            KeyLookup::Unknown
-        ));
-        assert!(matches!(
-            set.lookup(None, Algorithm::RS256),
-            KeyLookup::Found(_)
-        ));
-        assert!(matches!(
-            set.lookup(None, Algorithm::ES256),
-            KeyLookup::Unknown
-        ));
+        assert!(matches!(set.lookup(Some("r1"), Algorithm::RS256), KeyLookup::Found(k) if k.len() == 1));
+        assert!(matches!(set.lookup(Some("r1"), Algorithm::ES256), KeyLookup::WrongAlgorithm));
+        assert!(matches!(set.lookup(Some("h"), Algorithm::RS256), KeyLookup::Unknown));
+        assert!(matches!(set.lookup(None, Algorithm::RS256), KeyLookup::Found(_)));
+        assert!(matches!(set.lookup(None, Algorithm::ES256), KeyLookup::Unknown));
     }
 
     #[test]

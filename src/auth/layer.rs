@@ -38,10 +38,7 @@ impl AuthLayer {
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Authenticate<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticate {
-            inner,
-            auth: self.auth.clone(),
-        }
+        Authenticate { inner, auth: self.auth.clone() }
     }
 }
 
@@ -61,10 +58,7 @@ where
     type Error = std::convert::Infallible;
     type Future = BoxResponseFuture;
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
@@ -78,10 +72,9 @@ where
             };
             let result = match req.extensions().get::<Credential>() {
                 None | Some(Credential::None) => Err(AuthError::Missing),
-                Some(Credential::Ambiguous) => Err(AuthError::invalid(
-                    Reason::Malformed,
-                    "more than one Authorization header",
-                )),
+                Some(Credential::Ambiguous) => {
+                    Err(AuthError::invalid(Reason::Malformed, "more than one Authorization header"))
+                }
                 Some(Credential::Present(value)) => match bearer_token(Some(value)) {
                     Ok(Some(token)) => auth.authenticate(token).await,
                     Ok(None) => Err(AuthError::Missing),
@@ -94,10 +87,7 @@ where
                     inner.call(req).await
                 }
                 Err(e) if route.mode == RouteMode::Report => {
-                    req.extensions_mut().insert(WouldDeny {
-                        reason: e.reason(),
-                        detail: e.to_string(),
-                    });
+                    req.extensions_mut().insert(WouldDeny { reason: e.reason(), detail: e.to_string() });
                     inner.call(req).await
                 }
                 Err(e) => Ok(rejection_response(req.extensions(), Rejection::from(e))),

@@ -110,10 +110,7 @@ pub enum AuthError {
 impl AuthError {
     /// A refused token.
     pub fn invalid(reason: Reason, detail: impl Into<String>) -> Self {
-        AuthError::Invalid {
-            reason,
-            detail: detail.into(),
-        }
+        AuthError::Invalid { reason, detail: detail.into() }
     }
 
     /// The label for metrics and audit.
@@ -136,27 +133,20 @@ pub struct Issuer {
 
 impl Issuer {
     /// Verifies a parsed token that names this issuer.
-    pub async fn verify(
-        &self,
-        jwt: &Jwt<'_>,
-        token_fingerprint: &str,
-    ) -> Result<Identity, AuthError> {
+    pub async fn verify(&self, jwt: &Jwt<'_>, token_fingerprint: &str) -> Result<Identity, AuthError> {
         let alg = jwt.check_header(&self.config.algorithms)?;
         let keys = self.keys.current();
         if !keys.loaded {
-            return Err(AuthError::KeysUnavailable {
-                issuer: self.config.name.clone(),
-            });
+            return Err(AuthError::KeysUnavailable { issuer: self.config.name.clone() });
         }
         let kid = jwt.header.kid.as_deref();
         let verified = match verify_with(&keys, kid, alg, jwt) {
-            Err(AuthError::Invalid {
-                reason: Reason::UnknownKey,
-                ..
-            }) if kid.is_some() => match self.keys.refetch_for_unknown_kid(&keys).await {
-                Some(newer) => verify_with(&newer, kid, alg, jwt),
-                None => Err(unknown_key()),
-            },
+            Err(AuthError::Invalid { reason: Reason::UnknownKey, .. }) if kid.is_some() => {
+                match self.keys.refetch_for_unknown_kid(&keys).await {
+                    Some(newer) => verify_with(&newer, kid, alg, jwt),
+                    None => Err(unknown_key()),
+                }
+            }
             other => other,
         };
         verified?;
@@ -172,57 +162,32 @@ impl Issuer {
 }
 
 fn unknown_key() -> AuthError {
-    AuthError::invalid(
-        Reason::UnknownKey,
-        "token is signed with a key this issuer does not publish",
-    )
+    AuthError::invalid(Reason::UnknownKey, "token is signed with a key this issuer does not publish")
 }
 
-fn verify_with(
-    keys: &KeySet,
-    kid: Option<&str>,
-    alg: jsonwebtoken::Algorithm,
-    jwt: &Jwt<'_>,
-) -> Result<(), AuthError> {
+fn verify_with(keys: &KeySet, kid: Option<&str>, alg: jsonwebtoken::Algorithm, jwt: &Jwt<'_>) -> Result<(), AuthError> {
     let candidates: Vec<&VerifyingKey> = match keys.lookup(kid, alg) {
         KeyLookup::Found(k) => k,
         KeyLookup::WrongAlgorithm => {
-            return Err(AuthError::invalid(
-                Reason::DisallowedAlg,
-                "token algorithm does not match its key",
-            ));
+            return Err(AuthError::invalid(Reason::DisallowedAlg, "token algorithm does not match its key"));
         }
         KeyLookup::Unknown => return Err(unknown_key()),
     };
     for key in candidates {
-        match jsonwebtoken::crypto::verify(
-            jwt.signature,
-            jwt.signing_input.as_bytes(),
-            &key.key,
-            alg,
-        ) {
+        match jsonwebtoken::crypto::verify(jwt.signature, jwt.signing_input.as_bytes(), &key.key, alg) {
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(_) => {
-                return Err(AuthError::invalid(
-                    Reason::Malformed,
-                    "token signature is not base64url",
-                ));
+                return Err(AuthError::invalid(Reason::Malformed, "token signature is not base64url"));
             }
         }
     }
-    Err(AuthError::invalid(
-        Reason::BadSignature,
-        "token signature does not verify",
-    ))
+    Err(AuthError::invalid(Reason::BadSignature, "token signature does not verify"))
 }
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// All issuers, indexed by their exact `iss`.
@@ -239,14 +204,8 @@ impl Authenticator {
         let mut by_iss: HashMap<String, Vec<Arc<Issuer>>> = HashMap::new();
         for config in configs {
             let keys = KeyStore::new(config, fetcher).map_err(|e| (config.name.clone(), e))?;
-            let issuer = Arc::new(Issuer {
-                config: config.clone(),
-                keys: Arc::new(keys),
-            });
-            by_iss
-                .entry(config.issuer.clone())
-                .or_default()
-                .push(issuer.clone());
+            let issuer = Arc::new(Issuer { config: config.clone(), keys: Arc::new(keys) });
+            by_iss.entry(config.issuer.clone()).or_default().push(issuer.clone());
             issuers.push(issuer);
         }
         Ok(Authenticator { issuers, by_iss })
@@ -259,27 +218,21 @@ impl Authenticator {
 
     /// Background tasks that keep remote keys fresh.
     pub fn refreshers(&self) -> Vec<impl Future<Output = ()> + Send + 'static> {
-        self.issuers
-            .iter()
-            .map(|i| i.keys.clone().run_refresher())
-            .collect()
+        self.issuers.iter().map(|i| i.keys.clone().run_refresher()).collect()
     }
 
     /// Verifies a bearer token and returns who presented it.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
         let fingerprint = fingerprint(token);
         let jwt = Jwt::parse(token)?;
-        let iss = jwt
-            .issuer()
-            .ok_or_else(|| AuthError::invalid(Reason::WrongIssuer, "token has no iss"))?;
-        let candidates = self.by_iss.get(iss).ok_or_else(|| {
-            AuthError::invalid(Reason::WrongIssuer, "token issuer is not trusted here")
-        })?;
+        let iss = jwt.issuer().ok_or_else(|| AuthError::invalid(Reason::WrongIssuer, "token has no iss"))?;
+        let candidates = self
+            .by_iss
+            .get(iss)
+            .ok_or_else(|| AuthError::invalid(Reason::WrongIssuer, "token issuer is not trusted here"))?;
         // Several entries may share an iss with different audiences: prefer the one the token is for.
-        let issuer = candidates
-            .iter()
-            .find(|i| audience_matches(&jwt.claims, &i.config.audiences))
-            .unwrap_or(&candidates[0]);
+        let issuer =
+            candidates.iter().find(|i| audience_matches(&jwt.claims, &i.config.audiences)).unwrap_or(&candidates[0]);
         issuer.verify(&jwt, &fingerprint).await
     }
 }
@@ -287,10 +240,7 @@ impl Authenticator {
 fn audience_matches(claims: &Value, audiences: &[String]) -> bool {
     match claims.get("aud") {
         Some(Value::String(a)) => audiences.contains(a),
-        Some(Value::Array(list)) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|a| audiences.iter().any(|x| x == a)),
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(|a| audiences.iter().any(|x| x == a)),
         _ => false,
     }
 }
@@ -298,22 +248,16 @@ fn audience_matches(claims: &Value, audiences: &[String]) -> bool {
 /// The first 16 hex digits of the SHA-256 of the presented token: safe to log, enough to correlate.
 pub fn fingerprint(token: &str) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Extracts the bearer token from an `Authorization` value. `Ok(None)` when the header is absent or not a
 /// bearer credential.
 pub fn bearer_token(value: Option<&http::HeaderValue>) -> Result<Option<&str>, AuthError> {
     let Some(value) = value else { return Ok(None) };
-    let value = value.to_str().map_err(|_| {
-        AuthError::invalid(
-            Reason::Malformed,
-            "Authorization header is not visible ASCII",
-        )
-    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| AuthError::invalid(Reason::Malformed, "Authorization header is not visible ASCII"))?;
     let Some((scheme, token)) = value.split_once(' ') else {
         return Ok(None);
     };

@@ -45,16 +45,8 @@ pub const DEFAULT_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Default clock skew.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 /// Default audit claims.
-pub const DEFAULT_AUDIT_CLAIMS: &[&str] = &[
-    "project_path",
-    "job_id",
-    "pipeline_id",
-    "ref",
-    "environment",
-    "user_login",
-    "cid",
-    "scp",
-];
+pub const DEFAULT_AUDIT_CLAIMS: &[&str] =
+    &["project_path", "job_id", "pipeline_id", "ref", "environment", "user_login", "cid", "scp"];
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +72,7 @@ pub enum ConfigError {
 impl ConfigError {
     /// A bad value at `key`.
     pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            message: message.into(),
-        }
+        ConfigError::Invalid { key: key.into(), message: message.into() }
     }
 }
 
@@ -301,17 +290,12 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 fn load_raw(path: &Path) -> Result<raw::RawConfig, ConfigError> {
-    let load_err = |message: String| ConfigError::Load {
-        path: path.to_path_buf(),
-        message,
-    };
+    let load_err = |message: String| ConfigError::Load { path: path.to_path_buf(), message };
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => config::FileFormat::Toml,
         Some("yaml" | "yml") => config::FileFormat::Yaml,
         _ => {
-            return Err(load_err(
-                "unknown format: the file name must end in .toml, .yaml or .yml".into(),
-            ));
+            return Err(load_err("unknown format: the file name must end in .toml, .yaml or .yml".into()));
         }
     };
     if !path.is_file() {
@@ -319,21 +303,12 @@ fn load_raw(path: &Path) -> Result<raw::RawConfig, ConfigError> {
     }
     let built = config::Config::builder()
         .add_source(config::File::from(path).format(format).required(true))
-        .add_source(
-            config::Environment::with_prefix("RUNWAY")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        )
+        .add_source(config::Environment::with_prefix("RUNWAY").prefix_separator("__").separator("__").try_parsing(true))
         .build()
         .map_err(|e| load_err(e.to_string()))?;
     serde_path_to_error::deserialize(built).map_err(|e| {
         let key = e.path().to_string();
         let message = e.into_inner().to_string();
-        if key == "." {
-            load_err(message)
-        } else {
-            ConfigError::invalid(key, message)
-        }
+        if key == "." { load_err(message) } else { ConfigError::invalid(key, message) }
     })
 }

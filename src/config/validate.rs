@@ -17,10 +17,7 @@ use super::*;
 pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, ConfigError> {
     let s = raw.server;
     let server = ServerConfig {
-        listen: socket_addr(
-            "server.listen",
-            s.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-        )?,
+        listen: socket_addr("server.listen", s.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?,
         tls_cert: file_path("server.tls_cert", &s.tls_cert, base)?,
         tls_key: file_path("server.tls_key", &s.tls_key, base)?,
         trusted_proxies: s
@@ -34,24 +31,13 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
             &s.header_read_timeout,
             DEFAULT_HEADER_READ_TIMEOUT,
         )?,
-        request_timeout: duration(
-            "server.request_timeout",
-            &s.request_timeout,
-            DEFAULT_REQUEST_TIMEOUT,
-        )?,
+        request_timeout: duration("server.request_timeout", &s.request_timeout, DEFAULT_REQUEST_TIMEOUT)?,
         idle_timeout: duration("server.idle_timeout", &s.idle_timeout, DEFAULT_IDLE_TIMEOUT)?,
-        shutdown_grace: duration(
-            "server.shutdown_grace",
-            &s.shutdown_grace,
-            DEFAULT_SHUTDOWN_GRACE,
-        )?,
+        shutdown_grace: duration("server.shutdown_grace", &s.shutdown_grace, DEFAULT_SHUTDOWN_GRACE)?,
         max_connections: match s.max_connections {
             None => DEFAULT_MAX_CONNECTIONS,
             Some(0) => {
-                return Err(ConfigError::invalid(
-                    "server.max_connections",
-                    "must be at least 1",
-                ));
+                return Err(ConfigError::invalid("server.max_connections", "must be at least 1"));
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         },
@@ -62,27 +48,18 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
         },
     };
     let admin = AdminConfig {
-        listen: socket_addr(
-            "admin.listen",
-            raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
-        )?,
+        listen: socket_addr("admin.listen", raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))?,
     };
     let upstream = upstream(raw.upstream, base)?;
     let audit = AuditConfig {
         path: match raw.audit.path.as_deref() {
             None | Some("-") => None,
             Some("") => {
-                return Err(ConfigError::invalid(
-                    "audit.path",
-                    "must be \"-\" (stdout) or a file path",
-                ));
+                return Err(ConfigError::invalid("audit.path", "must be \"-\" (stdout) or a file path"));
             }
             Some(p) => Some(resolve(p, base)),
         },
-        claims: raw
-            .audit
-            .claims
-            .unwrap_or_else(|| DEFAULT_AUDIT_CLAIMS.iter().map(|c| c.to_string()).collect()),
+        claims: raw.audit.claims.unwrap_or_else(|| DEFAULT_AUDIT_CLAIMS.iter().map(|c| c.to_string()).collect()),
     };
     if raw.replay.is_some() {
         return Err(not_yet("replay", "the replay store (one_time routes)"));
@@ -96,10 +73,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
     for (i, r) in raw.issuers.into_iter().enumerate() {
         let key = format!("issuers[{i}]");
         if !names.insert(r.name.clone()) {
-            return Err(ConfigError::invalid(
-                format!("{key}.name"),
-                format!("duplicate issuer name \"{}\"", r.name),
-            ));
+            return Err(ConfigError::invalid(format!("{key}.name"), format!("duplicate issuer name \"{}\"", r.name)));
         }
         issuers.push(issuer(&key, r, base)?);
     }
@@ -110,10 +84,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
     for (i, r) in raw.routes.into_iter().enumerate() {
         let key = format!("routes[{i}]");
         if !route_names.insert(r.name.clone()) {
-            return Err(ConfigError::invalid(
-                format!("{key}.name"),
-                format!("duplicate route name \"{}\"", r.name),
-            ));
+            return Err(ConfigError::invalid(format!("{key}.name"), format!("duplicate route name \"{}\"", r.name)));
         }
         let route = route(&key, r, &known)?;
         if !route_keys.insert((route.host.clone(), route.path_prefix.clone())) {
@@ -124,34 +95,17 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
         }
         routes.push(route);
     }
-    Ok(Config {
-        source: source.to_path_buf(),
-        server,
-        admin,
-        upstream,
-        audit,
-        issuers,
-        routes,
-    })
+    Ok(Config { source: source.to_path_buf(), server, admin, upstream, audit, issuers, routes })
 }
 
 fn not_yet(key: &str, what: &str) -> ConfigError {
-    ConfigError::invalid(
-        key,
-        format!("{what} is not available in this build of runway yet; remove this section"),
-    )
+    ConfigError::invalid(key, format!("{what} is not available in this build of runway yet; remove this section"))
 }
 
 fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {
-    let url: http::Uri = u
-        .url
-        .parse()
-        .map_err(|e| ConfigError::invalid("upstream.url", format!("not a URL ({e})")))?;
+    let url: http::Uri = u.url.parse().map_err(|e| ConfigError::invalid("upstream.url", format!("not a URL ({e})")))?;
     if url.scheme_str() != Some("https") {
-        return Err(ConfigError::invalid(
-            "upstream.url",
-            "must be https:// (Runway talks to Kong over mTLS only)",
-        ));
+        return Err(ConfigError::invalid("upstream.url", "must be https:// (Runway talks to Kong over mTLS only)"));
     }
     let host = url
         .host()
@@ -159,28 +113,18 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
         .filter(|h| !h.is_empty())
         .ok_or_else(|| ConfigError::invalid("upstream.url", "has no host"))?;
     if url.path() != "/" && !url.path().is_empty() || url.query().is_some() {
-        return Err(ConfigError::invalid(
-            "upstream.url",
-            "must be scheme://host[:port] with no path or query",
-        ));
+        return Err(ConfigError::invalid("upstream.url", "must be scheme://host[:port] with no path or query"));
     }
     let client_identity = match (u.client_cert, u.client_key) {
-        (Some(c), Some(k)) => Some((
-            file_path("upstream.client_cert", &c, base)?,
-            file_path("upstream.client_key", &k, base)?,
-        )),
+        (Some(c), Some(k)) => {
+            Some((file_path("upstream.client_cert", &c, base)?, file_path("upstream.client_key", &k, base)?))
+        }
         (None, None) => None,
         (Some(_), None) => {
-            return Err(ConfigError::invalid(
-                "upstream.client_key",
-                "missing: client_cert needs its key",
-            ));
+            return Err(ConfigError::invalid("upstream.client_key", "missing: client_cert needs its key"));
         }
         (None, Some(_)) => {
-            return Err(ConfigError::invalid(
-                "upstream.client_cert",
-                "missing: client_key needs its certificate",
-            ));
+            return Err(ConfigError::invalid("upstream.client_cert", "missing: client_key needs its certificate"));
         }
     };
     let server_name = u.server_name.unwrap_or_else(|| host.clone());
@@ -194,18 +138,11 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
         port: url.port_u16().unwrap_or(443),
         host,
         url,
-        ca: u
-            .ca
-            .map(|p| file_path("upstream.ca", &p, base))
-            .transpose()?,
+        ca: u.ca.map(|p| file_path("upstream.ca", &p, base)).transpose()?,
         client_identity,
         server_name,
         preserve_host: u.preserve_host.unwrap_or(true),
-        connect_timeout: duration(
-            "upstream.connect_timeout",
-            &u.connect_timeout,
-            DEFAULT_CONNECT_TIMEOUT,
-        )?,
+        connect_timeout: duration("upstream.connect_timeout", &u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,
         timeout: duration("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
     })
 }
@@ -219,16 +156,10 @@ struct KindDefaults {
 fn kind_defaults(key: &str, kind: &str) -> Result<KindDefaults, ConfigError> {
     let hour = Duration::from_secs(3600);
     match kind {
-        "gitlab" => Ok(KindDefaults {
-            kind: IssuerKind::Gitlab,
-            algorithms: &[Algorithm::RS256],
-            max_lifetime: 2 * hour,
-        }),
-        "okta" => Ok(KindDefaults {
-            kind: IssuerKind::Okta,
-            algorithms: &[Algorithm::RS256],
-            max_lifetime: hour,
-        }),
+        "gitlab" => {
+            Ok(KindDefaults { kind: IssuerKind::Gitlab, algorithms: &[Algorithm::RS256], max_lifetime: 2 * hour })
+        }
+        "okta" => Ok(KindDefaults { kind: IssuerKind::Okta, algorithms: &[Algorithm::RS256], max_lifetime: hour }),
         "oidc" => Ok(KindDefaults {
             kind: IssuerKind::Oidc,
             algorithms: &[Algorithm::RS256, Algorithm::ES256],
@@ -247,16 +178,8 @@ fn kind_defaults(key: &str, kind: &str) -> Result<KindDefaults, ConfigError> {
 
 fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigError> {
     let defaults = kind_defaults(key, &r.kind)?;
-    if r.name.is_empty()
-        || !r
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ConfigError::invalid(
-            format!("{key}.name"),
-            "use letters, digits, '-' and '_' only",
-        ));
+    if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ConfigError::invalid(format!("{key}.name"), "use letters, digits, '-' and '_' only"));
     }
     for field in ["regions", "sts_endpoint", "sts_ca", "accounts"] {
         let set = match field {
@@ -266,18 +189,13 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
             _ => r.accounts.is_some(),
         };
         if set {
-            return Err(ConfigError::invalid(
-                format!("{key}.{field}"),
-                "only valid for kind = \"aws\"",
-            ));
+            return Err(ConfigError::invalid(format!("{key}.{field}"), "only valid for kind = \"aws\""));
         }
     }
-    let issuer = r.issuer.filter(|s| !s.is_empty()).ok_or_else(|| {
-        ConfigError::invalid(
-            format!("{key}.issuer"),
-            "required: the exact iss of the tokens",
-        )
-    })?;
+    let issuer = r
+        .issuer
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ConfigError::invalid(format!("{key}.issuer"), "required: the exact iss of the tokens"))?;
     if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
         return Err(ConfigError::invalid(
             format!("{key}.audiences"),
@@ -286,10 +204,7 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
     }
     let keys = match (r.jwks_uri, r.jwks_file) {
         (Some(_), Some(_)) => {
-            return Err(ConfigError::invalid(
-                format!("{key}.jwks_file"),
-                "set jwks_uri or jwks_file, not both",
-            ));
+            return Err(ConfigError::invalid(format!("{key}.jwks_file"), "set jwks_uri or jwks_file, not both"));
         }
         (Some(uri), None) => {
             fetchable_url(&format!("{key}.jwks_uri"), &uri)?;
@@ -304,10 +219,7 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
     let algorithms = match r.algorithms {
         None => defaults.algorithms.to_vec(),
         Some(list) if list.is_empty() => {
-            return Err(ConfigError::invalid(
-                format!("{key}.algorithms"),
-                "must list at least one algorithm",
-            ));
+            return Err(ConfigError::invalid(format!("{key}.algorithms"), "must list at least one algorithm"));
         }
         Some(list) => list
             .iter()
@@ -315,27 +227,16 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
             .map(|(j, a)| algorithm(&format!("{key}.algorithms[{j}]"), a))
             .collect::<Result<_, _>>()?,
     };
-    let refresh_interval = duration(
-        &format!("{key}.refresh_interval"),
-        &r.refresh_interval,
-        DEFAULT_REFRESH_INTERVAL,
-    )?;
+    let refresh_interval = duration(&format!("{key}.refresh_interval"), &r.refresh_interval, DEFAULT_REFRESH_INTERVAL)?;
     if refresh_interval < Duration::from_secs(1) {
-        return Err(ConfigError::invalid(
-            format!("{key}.refresh_interval"),
-            "must be at least 1s",
-        ));
+        return Err(ConfigError::invalid(format!("{key}.refresh_interval"), "must be at least 1s"));
     }
     let headers = r
         .headers
         .into_iter()
         .map(|(h, claim)| {
-            let name = HeaderName::from_str(&h).map_err(|_| {
-                ConfigError::invalid(
-                    format!("{key}.headers.\"{h}\""),
-                    "not a valid HTTP header name",
-                )
-            })?;
+            let name = HeaderName::from_str(&h)
+                .map_err(|_| ConfigError::invalid(format!("{key}.headers.\"{h}\""), "not a valid HTTP header name"))?;
             Ok((name, claim_key(&format!("{key}.headers.\"{h}\""), &claim)?))
         })
         .collect::<Result<_, ConfigError>>()?;
@@ -364,13 +265,13 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
 
 fn algorithm(key: &str, name: &str) -> Result<Algorithm, ConfigError> {
     if name.eq_ignore_ascii_case("none") {
-        return Err(ConfigError::invalid(
-            key,
-            "\"none\" is never allowed: unsigned tokens prove nothing",
-        ));
+        return Err(ConfigError::invalid(key, "\"none\" is never allowed: unsigned tokens prove nothing"));
     }
     let alg = Algorithm::from_str(name).map_err(|_| {
-        ConfigError::invalid(key, format!("unknown algorithm \"{name}\" (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"))
+        ConfigError::invalid(
+            key,
+            format!("unknown algorithm \"{name}\" (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"),
+        )
     })?;
     if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
         return Err(ConfigError::invalid(
@@ -389,30 +290,19 @@ fn fetchable_url(key: &str, url: &str) -> Result<(), ConfigError> {
 
 /// A discovery or JWKS URL must be https, or plain http on a loopback host.
 pub fn validate_url_is_fetchable(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
-    let host = uri
-        .host()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    let uri: http::Uri = url.parse().map_err(|e| format!("\"{url}\" is not a URL ({e})"))?;
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
         Some("http") if is_loopback(host) => Ok(()),
-        Some("http") => Err(format!(
-            "\"{url}\" must be https:// (plain http is allowed only on a loopback host)"
-        )),
+        Some("http") => Err(format!("\"{url}\" must be https:// (plain http is allowed only on a loopback host)")),
         _ => Err(format!("\"{url}\" must be an absolute https:// URL")),
     }
 }
 
 /// Whether a URL host names this machine.
 pub fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigError> {
@@ -423,14 +313,9 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
         ));
     }
     if !r.path_prefix.starts_with('/') {
-        return Err(ConfigError::invalid(
-            format!("{key}.path_prefix"),
-            "must start with '/'",
-        ));
+        return Err(ConfigError::invalid(format!("{key}.path_prefix"), "must start with '/'"));
     }
-    if r.path_prefix
-        .split('/')
-        .any(|seg| seg == "." || seg == "..")
+    if r.path_prefix.split('/').any(|seg| seg == "." || seg == "..")
         || r.path_prefix.contains('%')
         || r.path_prefix.contains("//")
     {
@@ -446,10 +331,7 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
     let host = match r.host {
         None => None,
         Some(h) if h.is_empty() || h.contains(':') || h.contains('/') => {
-            return Err(ConfigError::invalid(
-                format!("{key}.host"),
-                "must be a host name without port or path",
-            ));
+            return Err(ConfigError::invalid(format!("{key}.host"), "must be a host name without port or path"));
         }
         Some(h) => Some(h.to_ascii_lowercase()),
     };
@@ -466,10 +348,7 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
                 .enumerate()
                 .map(|(j, m)| {
                     Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
-                        ConfigError::invalid(
-                            format!("{key}.methods[{j}]"),
-                            format!("\"{m}\" is not an HTTP method"),
-                        )
+                        ConfigError::invalid(format!("{key}.methods[{j}]"), format!("\"{m}\" is not an HTTP method"))
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -486,10 +365,7 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
         }
     };
     if r.one_time {
-        return Err(not_yet(
-            &format!("{key}.one_time"),
-            "replay protection (one_time)",
-        ));
+        return Err(not_yet(&format!("{key}.one_time"), "replay protection (one_time)"));
     }
     if r.anonymous && !r.allow.is_empty() {
         return Err(ConfigError::invalid(
@@ -506,11 +382,7 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
                 format!(
                     "no issuer named \"{}\" (known: {})",
                     rule.issuer,
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
                 ),
             ));
         }
@@ -532,20 +404,9 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
                 Ok((claim_key(&ckey, &claim)?, patterns))
             })
             .collect::<Result<_, ConfigError>>()?;
-        allow.push(RuleConfig {
-            issuer: rule.issuer,
-            claims,
-        });
+        allow.push(RuleConfig { issuer: rule.issuer, claims });
     }
-    Ok(RouteConfig {
-        name: r.name,
-        host,
-        path_prefix,
-        methods,
-        anonymous: r.anonymous,
-        mode,
-        allow,
-    })
+    Ok(RouteConfig { name: r.name, host, path_prefix, methods, anonymous: r.anonymous, mode, allow })
 }
 
 fn claim_key(key: &str, claim: &str) -> Result<ClaimKey, ConfigError> {
@@ -570,23 +431,14 @@ fn claim_key(key: &str, claim: &str) -> Result<ClaimKey, ConfigError> {
 
 fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| {
-        ConfigError::invalid(
-            key,
-            format!("\"{value}\" is not an IP:port address (e.g. \"0.0.0.0:8443\")"),
-        )
+        ConfigError::invalid(key, format!("\"{value}\" is not an IP:port address (e.g. \"0.0.0.0:8443\")"))
     })
 }
 
 fn cidr(key: &str, value: &str) -> Result<IpNet, ConfigError> {
-    value
-        .parse::<IpNet>()
-        .or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from))
-        .map_err(|_| {
-            ConfigError::invalid(
-                key,
-                format!("\"{value}\" is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address"),
-            )
-        })
+    value.parse::<IpNet>().or_else(|_| value.parse::<std::net::IpAddr>().map(IpNet::from)).map_err(|_| {
+        ConfigError::invalid(key, format!("\"{value}\" is not a CIDR (e.g. \"10.0.0.0/8\") or an IP address"))
+    })
 }
 
 fn file_path(key: &str, value: &str, base: &Path) -> Result<PathBuf, ConfigError> {
@@ -598,11 +450,7 @@ fn file_path(key: &str, value: &str, base: &Path) -> Result<PathBuf, ConfigError
 
 fn resolve(value: &str, base: &Path) -> PathBuf {
     let p = Path::new(value);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
 }
 
 /// Parses a duration string such as "500ms", "30s", "5m", "1h"; must be above zero.
@@ -610,9 +458,7 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     let d = humantime::parse_duration(value.trim()).map_err(|e| {
         ConfigError::invalid(
             key,
-            format!(
-                "\"{value}\" is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\", \"1h\""
-            ),
+            format!("\"{value}\" is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\", \"1h\""),
         )
     })?;
     Ok(d)
@@ -626,12 +472,6 @@ fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Dura
     Ok(d)
 }
 
-fn duration_or_zero(
-    key: &str,
-    value: &Option<String>,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    value
-        .as_deref()
-        .map_or(Ok(default), |v| parse_duration(key, v))
+fn duration_or_zero(key: &str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    value.as_deref().map_or(Ok(default), |v| parse_duration(key, v))
 }

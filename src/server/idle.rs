@@ -20,11 +20,7 @@ pub struct Activity {
 impl Activity {
     /// A new connection's tracker.
     pub fn new() -> Arc<Self> {
-        Arc::new(Activity {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        })
+        Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) })
     }
 
     fn touch(&self) {
@@ -75,11 +71,7 @@ impl<T> Tracked<T> {
 }
 
 impl<T: AsyncRead> AsyncRead for Tracked<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
@@ -91,11 +83,7 @@ impl<T: AsyncRead> AsyncRead for Tracked<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, data);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {

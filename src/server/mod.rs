@@ -62,41 +62,28 @@ impl Server {
     /// Binds both listeners.
     pub async fn bind(runtime: Runtime) -> Result<Server, ServeError> {
         let listen = runtime.config.server.listen;
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                key: "server.listen",
-                addr: listen,
-                source,
-            })?;
+        let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Bind {
+            key: "server.listen",
+            addr: listen,
+            source,
+        })?;
         let admin_addr = runtime.config.admin.listen;
-        let admin = TcpListener::bind(admin_addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                key: "admin.listen",
-                addr: admin_addr,
-                source,
-            })?;
-        Ok(Server {
-            runtime: Arc::new(runtime),
-            listener,
-            admin,
-            shutdown: watch::channel(false).0,
-        })
+        let admin = TcpListener::bind(admin_addr).await.map_err(|source| ServeError::Bind {
+            key: "admin.listen",
+            addr: admin_addr,
+            source,
+        })?;
+        Ok(Server { runtime: Arc::new(runtime), listener, admin, shutdown: watch::channel(false).0 })
     }
 
     /// The TLS listener's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.runtime.config.server.listen)
+        self.listener.local_addr().unwrap_or(self.runtime.config.server.listen)
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .unwrap_or(self.runtime.config.admin.listen)
+        self.admin.local_addr().unwrap_or(self.runtime.config.admin.listen)
     }
 
     /// A handle that stops the server.
@@ -106,22 +93,13 @@ impl Server {
 
     /// Serves until shut down; then drains within `shutdown_grace`.
     pub async fn run(self) {
-        let Server {
-            runtime,
-            listener,
-            admin,
-            shutdown,
-        } = self;
+        let Server { runtime, listener, admin, shutdown } = self;
         let mut stop = shutdown.subscribe();
         let mut background = tokio::task::JoinSet::new();
         for refresher in runtime.auth.refreshers() {
             background.spawn(refresher);
         }
-        background.spawn(admin::serve(
-            admin,
-            runtime.auth.clone(),
-            shutdown.subscribe(),
-        ));
+        background.spawn(admin::serve(admin, runtime.auth.clone(), shutdown.subscribe()));
 
         let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(runtime.config.server.max_connections));
@@ -159,15 +137,8 @@ impl Server {
         }
         drop(listener);
         let grace = runtime.config.server.shutdown_grace;
-        tracing::info!(
-            connections = graceful.count(),
-            grace_s = grace.as_secs_f64(),
-            "shutting down: draining"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        tracing::info!(connections = graceful.count(), grace_s = grace.as_secs_f64(), "shutting down: draining");
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
             tracing::warn!("shutdown grace period over: closing the remaining connections");
         }
         background.shutdown().await;
@@ -205,9 +176,7 @@ impl Connection {
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
         let server = &self.runtime.config.server;
         let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(server.header_read_timeout, self.acceptor.accept(tcp))
-            .await
-        {
+        let tls = match tokio::time::timeout(server.header_read_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -231,15 +200,11 @@ impl Connection {
                 response
             }
         });
-        let conn = self.watcher.watch(
-            self.builder
-                .serve_connection(io, TowerToHyperService::new(service))
-                .into_owned(),
-        );
+        let conn =
+            self.watcher.watch(self.builder.serve_connection(io, TowerToHyperService::new(service)).into_owned());
         tokio::pin!(conn);
         let idle_timeout = server.idle_timeout;
-        let check_every =
-            (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let check_every = (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             tokio::select! {
                 result = &mut conn => {
@@ -263,11 +228,9 @@ impl Connection {
 /// operator cannot kill the process with it; reloading is not part of this build yet.
 pub async fn signals(handle: ShutdownHandle) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
         tracing::error!("cannot install signal handlers");
         return;
     };
