@@ -42,11 +42,13 @@ pub fn reject<B>(req: &Request<B>, rejection: Rejection) -> BoxResponseFuture {
 pub fn rejection_response(extensions: &http::Extensions, rejection: Rejection) -> crate::Response {
     let request_id = extensions.get::<RequestId>().map(RequestId::as_str).unwrap_or("-");
     let route = extensions.get::<std::sync::Arc<crate::routing::Route>>().map(|r| r.name.as_str()).unwrap_or("-");
+    let token_sha256 = extensions.get::<crate::auth::layer::TokenFingerprint>().map_or("-", |f| f.0.as_str());
     let status = rejection.status().as_u16();
+    let reason = rejection.reason();
     if status >= 500 {
-        tracing::warn!(request_id, route, status, reason = rejection.reason(), detail = %rejection, "request failed");
+        tracing::warn!(request_id, route, status, reason, token_sha256, detail = %rejection, "request failed");
     } else {
-        tracing::info!(request_id, route, status, reason = rejection.reason(), detail = %rejection, "request refused");
+        tracing::info!(request_id, route, status, reason, token_sha256, detail = %rejection, "request refused");
     }
     rejection.into_response(request_id)
 }

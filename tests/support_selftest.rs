@@ -17,46 +17,29 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use support::pki::CLIENT_CN;
-use support::{
-    EchoUpstream, Pki, SigningKey, TestClient, TestIdp, hs256, jwks, now, streaming_body_sha256,
-    unsigned,
-};
+use support::{EchoUpstream, Pki, SigningKey, TestClient, TestIdp, hs256, jwks, now, streaming_body_sha256, unsigned};
 
 type MtlsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A hyper client presenting `cert`/`key`, talking directly to the upstream.
 fn mtls_client(pki: &Pki, cert: &Path, key: &Path, h2: bool) -> MtlsClient {
     let mut tls = (*pki.client_config_with_cert(cert, key)).clone();
-    tls.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
-    } else {
-        b"http/1.1".to_vec()
-    }];
+    tls.alpn_protocols = vec![if h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    Client::builder(TokioExecutor::new())
-        .http2_only(h2)
-        .build(HttpsConnector::from((http, tls)))
+    Client::builder(TokioExecutor::new()).http2_only(h2).build(HttpsConnector::from((http, tls)))
 }
 
 /// Sends `req`, returning status, version and the whole body.
-async fn call(
-    client: &MtlsClient,
-    req: Request<Full<Bytes>>,
-) -> Result<(StatusCode, Version, Bytes), String> {
+async fn call(client: &MtlsClient, req: Request<Full<Bytes>>) -> Result<(StatusCode, Version, Bytes), String> {
     let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
     let (status, version) = (resp.status(), resp.version());
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
+    let body = resp.into_body().collect().await.map_err(|e| format!("{e:?}"))?;
     Ok((status, version, body.to_bytes()))
 }
 
 fn to_json(body: &[u8]) -> Value {
-    serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
 
 /// Polls `f` until it returns `want` (or 5 s pass), returning the last value.
@@ -74,10 +57,7 @@ async fn upstream_echoes_requests_from_trusted_client_cert() {
     let upstream = EchoUpstream::start(&pki).await;
 
     let h1 = mtls_client(&pki, &pki.client_cert, &pki.client_key, false);
-    let url = format!(
-        "https://localhost:{}/some/path?a=1&b=%20x",
-        upstream.addr().port()
-    );
+    let url = format!("https://localhost:{}/some/path?a=1&b=%20x", upstream.addr().port());
     let req = Request::post(&url)
         .header("x-multi", "one")
         .header("x-multi", "two")
@@ -90,22 +70,15 @@ async fn upstream_echoes_requests_from_trusted_client_cert() {
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["uri"], "/some/path?a=1&b=%20x");
     assert_eq!(echo["version"], "HTTP/1.1");
-    assert_eq!(
-        echo["host"],
-        format!("localhost:{}", upstream.addr().port())
-    );
+    assert_eq!(echo["host"], format!("localhost:{}", upstream.addr().port()));
     assert_eq!(echo["headers"]["x-multi"], json!(["one", "two"]));
     assert_eq!(echo["body_len"], 5);
-    assert_eq!(
-        echo["body_sha256"],
-        "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
-    );
+    assert_eq!(echo["body_sha256"], "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
     assert_eq!(echo["client_cert_cn"], CLIENT_CN);
 
     let h2 = mtls_client(&pki, &pki.client_cert, &pki.client_key, true);
-    let req = Request::get(format!("{}/status/418", upstream.url()))
-        .body(Full::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let req =
+        Request::get(format!("{}/status/418", upstream.url())).body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
     let (status, version, body) = call(&h2, req).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, StatusCode::IM_A_TEAPOT);
     assert_eq!(version, Version::HTTP_2);
@@ -130,26 +103,15 @@ async fn upstream_refuses_missing_and_rogue_client_certs() {
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    let no_cert: MtlsClient =
-        Client::builder(TokioExecutor::new()).build(HttpsConnector::from((http, tls)));
-    let req = Request::get(&url)
-        .body(Full::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        call(&no_cert, req).await.is_err(),
-        "no-cert request succeeded"
-    );
+    let no_cert: MtlsClient = Client::builder(TokioExecutor::new()).build(HttpsConnector::from((http, tls)));
+    let req = Request::get(&url).body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(call(&no_cert, req).await.is_err(), "no-cert request succeeded");
     assert_eq!(eventually(1, || upstream.handshake_failures()).await, 1);
 
     // A certificate from an unrelated CA.
     let rogue = mtls_client(&pki, &pki.rogue_client_cert, &pki.rogue_client_key, false);
-    let req = Request::get(&url)
-        .body(Full::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        call(&rogue, req).await.is_err(),
-        "rogue-cert request succeeded"
-    );
+    let req = Request::get(&url).body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(call(&rogue, req).await.is_err(), "rogue-cert request succeeded");
     assert_eq!(eventually(2, || upstream.handshake_failures()).await, 2);
 
     assert_eq!(upstream.connections(), 0);
@@ -176,9 +138,7 @@ async fn upstream_streams_n_bytes_and_delays() {
     upstream.set_delay(Duration::from_millis(300));
     let client = mtls_client(&pki, &pki.client_cert, &pki.client_key, false);
     let started = Instant::now();
-    let req = Request::get(upstream.url())
-        .body(Full::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let req = Request::get(upstream.url()).body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
     let (status, _, _) = call(&client, req).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(status, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(300));
@@ -192,15 +152,10 @@ async fn test_client_speaks_h1_and_h2_to_the_server_cert() {
     let port = server.addr().port();
 
     let h1 = TestClient::new(&pki);
-    let resp = h1
-        .get(&format!("https://localhost:{port}/a?b=c"), Some("tok"))
-        .await;
+    let resp = h1.get(&format!("https://localhost:{port}/a?b=c"), Some("tok")).await;
     assert_eq!(resp.status, StatusCode::OK);
     assert_eq!(resp.version, Version::HTTP_11);
-    assert_eq!(
-        resp.header("content-type").as_deref(),
-        Some("application/json")
-    );
+    assert_eq!(resp.header("content-type").as_deref(), Some("application/json"));
     let echo = resp.json();
     assert_eq!(echo["uri"], "/a?b=c");
     assert_eq!(echo["headers"]["authorization"], json!(["Bearer tok"]));
@@ -221,13 +176,7 @@ async fn test_client_speaks_h1_and_h2_to_the_server_cert() {
 
     let total = 32 * 1024 * 1024 + 123;
     for client in [&h1, &h2] {
-        let resp = client
-            .post_streaming(
-                &format!("https://localhost:{port}/upload"),
-                Some("t"),
-                total,
-            )
-            .await;
+        let resp = client.post_streaming(&format!("https://localhost:{port}/upload"), Some("t"), total).await;
         let echo = resp.json();
         assert_eq!(echo["body_len"], total);
         assert_eq!(echo["body_sha256"], streaming_body_sha256(total));
@@ -236,9 +185,7 @@ async fn test_client_speaks_h1_and_h2_to_the_server_cert() {
 
     // The upstream demands a client cert, which TestClient does not have.
     let upstream = EchoUpstream::start(&pki).await;
-    let req = Request::get(upstream.url())
-        .body(Full::default())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let req = Request::get(upstream.url()).body(Full::default()).unwrap_or_else(|e| panic!("{e}"));
     assert!(h1.try_send(req).await.is_err());
 
     // A server certificate from another CA is not trusted.
@@ -254,21 +201,14 @@ async fn test_client_speaks_h1_and_h2_to_the_server_cert() {
 async fn idp_serves_discovery_and_jwks_and_can_go_down() {
     let key = SigningKey::ec("k1");
     let idp = TestIdp::start(jwks(&[&key])).await;
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let get = |url: String| {
         let client = client.clone();
         async move {
-            let resp = client
-                .get(url.parse().unwrap_or_else(|e| panic!("{e}")))
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
+            let resp =
+                client.get(url.parse().unwrap_or_else(|e| panic!("{e}"))).await.unwrap_or_else(|e| panic!("{e}"));
             let (parts, body) = resp.into_parts();
-            let body = body
-                .collect()
-                .await
-                .unwrap_or_else(|e| panic!("{e}"))
-                .to_bytes();
+            let body = body.collect().await.unwrap_or_else(|e| panic!("{e}")).to_bytes();
             (parts, body)
         }
     };
@@ -280,10 +220,7 @@ async fn idp_serves_discovery_and_jwks_and_can_go_down() {
     let doc = to_json(&body);
     assert_eq!(doc["issuer"], idp.issuer());
     assert_eq!(doc["jwks_uri"], idp.jwks_uri());
-    assert_eq!(
-        doc["id_token_signing_alg_values_supported"],
-        json!(["RS256", "ES256"])
-    );
+    assert_eq!(doc["id_token_signing_alg_values_supported"], json!(["RS256", "ES256"]));
     assert_eq!(idp.discovery_fetches(), 1);
 
     let (parts, body) = get(idp.jwks_uri()).await;
@@ -300,24 +237,15 @@ async fn idp_serves_discovery_and_jwks_and_can_go_down() {
     assert_eq!(to_json(&body)["keys"][0]["kid"], "k2");
 
     idp.set_down(true);
-    assert_eq!(
-        get(idp.jwks_uri()).await.0.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(get(idp.jwks_uri()).await.0.status, StatusCode::SERVICE_UNAVAILABLE);
     let discovery = format!("{}/.well-known/openid-configuration", idp.issuer());
-    assert_eq!(
-        get(discovery.clone()).await.0.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(get(discovery.clone()).await.0.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(idp.jwks_fetches(), 3);
     assert_eq!(idp.discovery_fetches(), 2);
 
     idp.set_down(false);
     assert_eq!(get(idp.jwks_uri()).await.0.status, StatusCode::OK);
-    assert_eq!(
-        get(format!("{}/nope", idp.issuer())).await.0.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(get(format!("{}/nope", idp.issuer())).await.0.status, StatusCode::NOT_FOUND);
     assert_eq!(idp.jwks_fetches(), 4);
 
     idp.set_delay(Duration::from_millis(300));
@@ -327,23 +255,17 @@ async fn idp_serves_discovery_and_jwks_and_can_go_down() {
 }
 
 fn b64d(s: &str) -> Vec<u8> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(s)
-        .unwrap_or_else(|e| panic!("bad base64url {s:?}: {e}"))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap_or_else(|e| panic!("bad base64url {s:?}: {e}"))
 }
 
 /// `(signing input, signature bytes)` of a compact JWS.
 fn split(token: &str) -> (String, Vec<u8>) {
-    let (input, sig) = token
-        .rsplit_once('.')
-        .unwrap_or_else(|| panic!("not a JWS: {token}"));
+    let (input, sig) = token.rsplit_once('.').unwrap_or_else(|| panic!("not a JWS: {token}"));
     (input.to_string(), b64d(sig))
 }
 
 fn jwk_str<'a>(jwk: &'a Value, field: &str) -> &'a str {
-    jwk[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("JWK lacks {field}: {jwk}"))
+    jwk[field].as_str().unwrap_or_else(|| panic!("JWK lacks {field}: {jwk}"))
 }
 
 #[test]
@@ -352,14 +274,8 @@ fn rs256_token_verifies_against_its_jwk() {
     let claims = json!({"sub": "svc", "iat": now(), "exp": now() + 60});
     let token = key.mint(&claims);
     let header = to_json(&b64d(token.split('.').next().unwrap_or_default()));
-    assert_eq!(
-        header,
-        json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"})
-    );
-    assert_eq!(
-        to_json(&b64d(token.split('.').nth(1).unwrap_or_default())),
-        claims
-    );
+    assert_eq!(header, json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}));
+    assert_eq!(to_json(&b64d(token.split('.').nth(1).unwrap_or_default())), claims);
 
     let jwk = key.jwk();
     assert_eq!(jwk["kty"], "RSA");
@@ -372,23 +288,11 @@ fn rs256_token_verifies_against_its_jwk() {
     let public = RsaPublicKeyComponents { n: &n, e: &e };
     let (input, sig) = split(&token);
     public
-        .verify(
-            &signature::RSA_PKCS1_2048_8192_SHA256,
-            input.as_bytes(),
-            &sig,
-        )
+        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig)
         .unwrap_or_else(|e| panic!("RS256 signature does not verify: {e:?}"));
     let mut bad = sig.clone();
     bad[10] ^= 1;
-    assert!(
-        public
-            .verify(
-                &signature::RSA_PKCS1_2048_8192_SHA256,
-                input.as_bytes(),
-                &bad
-            )
-            .is_err()
-    );
+    assert!(public.verify(&signature::RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &bad).is_err());
 
     // The SPKI DER and PEM describe the same key.
     UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, key.public_key_der())
@@ -398,28 +302,15 @@ fn rs256_token_verifies_against_its_jwk() {
     assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
     assert!(pem.ends_with("-----END PUBLIC KEY-----\n"));
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(der, key.public_key_der());
 
     // sign_with_header keeps the header verbatim.
     let odd = json!({"alg": "RS256", "kid": "other", "x": 1});
     let token = key.sign_with_header(&odd, &claims);
-    assert_eq!(
-        to_json(&b64d(token.split('.').next().unwrap_or_default())),
-        odd
-    );
+    assert_eq!(to_json(&b64d(token.split('.').next().unwrap_or_default())), odd);
     let (input, sig) = split(&token);
-    assert!(
-        public
-            .verify(
-                &signature::RSA_PKCS1_2048_8192_SHA256,
-                input.as_bytes(),
-                &sig
-            )
-            .is_ok()
-    );
+    assert!(public.verify(&signature::RSA_PKCS1_2048_8192_SHA256, input.as_bytes(), &sig).is_ok());
 }
 
 #[test]
@@ -437,9 +328,7 @@ fn es256_token_verifies_against_its_jwk() {
     let (input, sig) = split(&token);
     assert_eq!(sig.len(), 64, "ES256 signatures are fixed r||s");
     let public = UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point);
-    public
-        .verify(input.as_bytes(), &sig)
-        .unwrap_or_else(|e| panic!("ES256 signature does not verify: {e:?}"));
+    public.verify(input.as_bytes(), &sig).unwrap_or_else(|e| panic!("ES256 signature does not verify: {e:?}"));
     UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, key.public_key_der())
         .verify(input.as_bytes(), &sig)
         .unwrap_or_else(|e| panic!("SPKI DER does not verify: {e:?}"));
@@ -465,10 +354,7 @@ fn hs256_and_unsigned_tokens() {
     let none = unsigned(&json!({"alg": "none"}), &claims);
     assert!(none.ends_with('.'));
     assert_eq!(none.matches('.').count(), 2);
-    assert_eq!(
-        to_json(&b64d(none.split('.').next().unwrap_or_default()))["alg"],
-        "none"
-    );
+    assert_eq!(to_json(&b64d(none.split('.').next().unwrap_or_default()))["alg"], "none");
 }
 
 #[test]
@@ -490,20 +376,14 @@ fn pki_files_and_mismatched_pair() {
         assert!(path.is_file(), "{}", path.display());
     }
     let key = std::fs::read_to_string(&pki.server_key).unwrap_or_default();
-    assert!(
-        key.starts_with("-----BEGIN PRIVATE KEY-----"),
-        "not PKCS#8: {key}"
-    );
+    assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "not PKCS#8: {key}");
 
     let (cert, key) = pki.mismatched_key_pair();
     let result = rustls::ServerConfig::builder_with_provider(support::pki::provider())
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|e| panic!("{e}"))
         .with_no_client_auth()
-        .with_single_cert(
-            support::pki::load_certs(&cert),
-            support::pki::load_key(&key),
-        );
+        .with_single_cert(support::pki::load_certs(&cert), support::pki::load_key(&key));
     assert!(result.is_err(), "mismatched pair was accepted");
 
     let written = pki.write_file("x.json", b"{}");
@@ -532,9 +412,6 @@ async fn servers_stop_when_dropped() {
     assert!(tokio::net::TcpStream::connect(idp_addr).await.is_ok());
     drop(upstream);
     drop(idp);
-    assert!(
-        stops_listening(upstream_addr).await,
-        "upstream still listening"
-    );
+    assert!(stops_listening(upstream_addr).await, "upstream still listening");
     assert!(stops_listening(idp_addr).await, "IdP still listening");
 }

@@ -22,6 +22,10 @@ pub struct WouldDeny {
     pub detail: String,
 }
 
+/// `token_sha256` of the presented token, for logs and audit (the token itself is never logged).
+#[derive(Debug, Clone)]
+pub struct TokenFingerprint(pub String);
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -70,13 +74,18 @@ where
             let Some(route) = route.filter(|r| !r.anonymous) else {
                 return inner.call(req).await;
             };
-            let result = match req.extensions().get::<Credential>() {
+            let credential = req.extensions().get::<Credential>().cloned();
+            let result = match credential.as_ref() {
                 None | Some(Credential::None) => Err(AuthError::Missing),
                 Some(Credential::Ambiguous) => {
                     Err(AuthError::invalid(Reason::Malformed, "more than one Authorization header"))
                 }
                 Some(Credential::Present(value)) => match bearer_token(Some(value)) {
-                    Ok(Some(token)) => auth.authenticate(token).await,
+                    Ok(Some(token)) => {
+                        let fingerprint = TokenFingerprint(super::fingerprint(token));
+                        req.extensions_mut().insert(fingerprint);
+                        auth.authenticate(token).await
+                    }
                     Ok(None) => Err(AuthError::Missing),
                     Err(e) => Err(e),
                 },

@@ -38,20 +38,13 @@ pub struct TestResponse {
 impl TestResponse {
     /// The body parsed as JSON; panics with the body text if it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "response body ({}) is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response body ({}) is not JSON ({e}): {}", self.status, self.text()))
     }
 
     /// First value of header `name`, lossily decoded.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 
     /// The body as (lossy) UTF-8 text.
@@ -84,18 +77,14 @@ impl TestClient {
         http.set_nodelay(true);
         let mut https = HttpsConnector::from((http, tls));
         https.enforce_https();
-        let inner = Client::builder(TokioExecutor::new())
-            .http2_only(http2_only)
-            .build(https);
+        let inner = Client::builder(TokioExecutor::new()).http2_only(http2_only).build(https);
         TestClient { inner }
     }
 
     /// Sends `req`; panics with a clear message on transport errors.
     pub async fn send(&self, req: Request<Full<Bytes>>) -> TestResponse {
         let what = format!("{} {}", req.method(), req.uri());
-        self.try_send(req)
-            .await
-            .unwrap_or_else(|e| panic!("request {what} failed: {e}"))
+        self.try_send(req).await.unwrap_or_else(|e| panic!("request {what} failed: {e}"))
     }
 
     /// Sends `req`; transport errors come back as a string with the whole error chain.
@@ -109,46 +98,26 @@ impl TestClient {
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let req = req
-            .body(Full::default())
-            .unwrap_or_else(|e| panic!("building GET {url}: {e}"));
+        let req = req.body(Full::default()).unwrap_or_else(|e| panic!("building GET {url}: {e}"));
         self.send(req).await
     }
 
     /// `POST url` streaming `total_bytes` of generated data (byte `i` is `i % 256`) in 64 KiB
     /// chunks without Content-Length; see [`streaming_body_sha256`] for the expected digest.
-    pub async fn post_streaming(
-        &self,
-        url: &str,
-        token: Option<&str>,
-        total_bytes: u64,
-    ) -> TestResponse {
+    pub async fn post_streaming(&self, url: &str, token: Option<&str>, total_bytes: u64) -> TestResponse {
         let mut req = Request::post(url).header(header::CONTENT_TYPE, "application/octet-stream");
         if let Some(token) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let req = req
-            .body(generated_body(total_bytes))
-            .unwrap_or_else(|e| panic!("building POST {url}: {e}"));
-        self.execute(req)
-            .await
-            .unwrap_or_else(|e| panic!("streaming POST {url} ({total_bytes} bytes) failed: {e}"))
+        let req = req.body(generated_body(total_bytes)).unwrap_or_else(|e| panic!("building POST {url}: {e}"));
+        self.execute(req).await.unwrap_or_else(|e| panic!("streaming POST {url} ({total_bytes} bytes) failed: {e}"))
     }
 
     async fn execute(&self, req: Request<Body>) -> Result<TestResponse, String> {
         let resp = self.inner.request(req).await.map_err(|e| error_chain(&e))?;
         let (parts, body) = resp.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map_err(|e| format!("reading response body: {}", error_chain(&e)))?
-            .to_bytes();
-        Ok(TestResponse {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            version: parts.version,
-        })
+        let body = body.collect().await.map_err(|e| format!("reading response body: {}", error_chain(&e)))?.to_bytes();
+        Ok(TestResponse { status: parts.status, headers: parts.headers, body, version: parts.version })
     }
 }
 

@@ -14,9 +14,7 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         }
         let (len_bytes, rest) = input.split_at(n);
         input = rest;
-        len_bytes
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
+        len_bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b))
     };
     if input.len() < len {
         return None;

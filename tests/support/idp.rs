@@ -42,17 +42,9 @@ pub struct TestIdp {
 impl TestIdp {
     /// Starts serving `jwks` at `/jwks` and a discovery document pointing to it.
     pub async fn start(jwks: Value) -> TestIdp {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("binding IdP listener: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("IdP local_addr: {e}"));
-        let state = Arc::new(State {
-            issuer: format!("http://{addr}"),
-            jwks: Mutex::new(jwks),
-            ..State::default()
-        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding IdP listener: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("IdP local_addr: {e}"));
+        let state = Arc::new(State { issuer: format!("http://{addr}"), jwks: Mutex::new(jwks), ..State::default() });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
         TestIdp { addr, state, task }
     }
@@ -129,17 +121,12 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         let state = state.clone();
         conns.spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }
 
-async fn handle(
-    state: Arc<State>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let is_get = req.method() == Method::GET;
     let path = req.uri().path();
     if is_get && path == "/jwks" {
@@ -152,11 +139,7 @@ async fn handle(
         tokio::time::sleep(delay).await;
     }
     if state.down.load(Ordering::SeqCst) {
-        return Ok(reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            "IdP is down".into(),
-        ));
+        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, None, "IdP is down".into()));
     }
     let response = match (is_get, path) {
         (true, "/jwks") => {
@@ -177,9 +160,7 @@ async fn handle(
             });
             reply(StatusCode::OK, Some("application/json"), doc.to_string())
         }
-        (false, "/jwks" | DISCOVERY_PATH) => {
-            reply(StatusCode::METHOD_NOT_ALLOWED, None, "GET only".into())
-        }
+        (false, "/jwks" | DISCOVERY_PATH) => reply(StatusCode::METHOD_NOT_ALLOWED, None, "GET only".into()),
         _ => reply(StatusCode::NOT_FOUND, None, "not found".into()),
     };
     Ok(response)

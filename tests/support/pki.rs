@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -59,16 +58,13 @@ pub fn load_certs(path: &Path) -> Vec<CertificateDer<'static>> {
 
 /// Reads the private key from a PEM file.
 pub fn load_key(path: &Path) -> PrivateKeyDer<'static> {
-    PrivateKeyDer::from_pem_file(path)
-        .unwrap_or_else(|e| panic!("reading private key from {}: {e}", path.display()))
+    PrivateKeyDer::from_pem_file(path).unwrap_or_else(|e| panic!("reading private key from {}: {e}", path.display()))
 }
 
 fn roots(ca_pem: &Path) -> Arc<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca_pem) {
-        roots
-            .add(cert)
-            .unwrap_or_else(|e| panic!("adding {} to root store: {e}", ca_pem.display()));
+        roots.add(cert).unwrap_or_else(|e| panic!("adding {} to root store: {e}", ca_pem.display()));
     }
     Arc::new(roots)
 }
@@ -80,8 +76,7 @@ fn new_key() -> KeyPair {
 
 fn params(sans: &[&str], cn: &str) -> CertificateParams {
     let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-    let mut params =
-        CertificateParams::new(sans).unwrap_or_else(|e| panic!("certificate params: {e}"));
+    let mut params = CertificateParams::new(sans).unwrap_or_else(|e| panic!("certificate params: {e}"));
     params.distinguished_name.push(DnType::CommonName, cn);
     params
 }
@@ -90,15 +85,9 @@ fn params(sans: &[&str], cn: &str) -> CertificateParams {
 fn new_ca(cn: &str) -> (String, Issuer<'static, KeyPair>) {
     let mut ca = params(&[], cn);
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let key = new_key();
-    let cert = ca
-        .self_signed(&key)
-        .unwrap_or_else(|e| panic!("self-signing CA: {e}"));
+    let cert = ca.self_signed(&key).unwrap_or_else(|e| panic!("self-signing CA: {e}"));
     (cert.pem(), Issuer::new(ca, key))
 }
 
@@ -114,9 +103,7 @@ fn new_leaf(
     leaf.extended_key_usages = vec![eku];
     leaf.use_authority_key_identifier_extension = true;
     let key = new_key();
-    let cert = leaf
-        .signed_by(&key, issuer)
-        .unwrap_or_else(|e| panic!("signing leaf {cn}: {e}"));
+    let cert = leaf.signed_by(&key, issuer).unwrap_or_else(|e| panic!("signing leaf {cn}: {e}"));
     (cert.pem(), key.serialize_pem())
 }
 
@@ -131,33 +118,19 @@ impl Pki {
             .unwrap_or_else(|e| panic!("creating temp dir: {e}"));
         let write = |name: &str, contents: &str| {
             let path = dir.path().join(name);
-            std::fs::write(&path, contents)
-                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
             path
         };
 
         let (ca_pem, ca) = new_ca("Runway Test CA");
-        let (server_cert, server_key) = new_leaf(
-            &ca,
-            &SERVER_SANS,
-            "runway-server",
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) =
-            new_leaf(&ca, &[], CLIENT_CN, ExtendedKeyUsagePurpose::ClientAuth);
-        let (upstream_cert, upstream_key) = new_leaf(
-            &ca,
-            &SERVER_SANS,
-            "upstream",
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
+        let (server_cert, server_key) =
+            new_leaf(&ca, &SERVER_SANS, "runway-server", ExtendedKeyUsagePurpose::ServerAuth);
+        let (client_cert, client_key) = new_leaf(&ca, &[], CLIENT_CN, ExtendedKeyUsagePurpose::ClientAuth);
+        let (upstream_cert, upstream_key) =
+            new_leaf(&ca, &SERVER_SANS, "upstream", ExtendedKeyUsagePurpose::ServerAuth);
         let (rogue_ca_pem, rogue) = new_ca("Rogue Test CA");
-        let (rogue_client_cert, rogue_client_key) = new_leaf(
-            &rogue,
-            &[],
-            ROGUE_CLIENT_CN,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
+        let (rogue_client_cert, rogue_client_key) =
+            new_leaf(&rogue, &[], ROGUE_CLIENT_CN, ExtendedKeyUsagePurpose::ClientAuth);
 
         Pki {
             ca_pem: write("ca.pem", &ca_pem),
@@ -209,10 +182,7 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .unwrap_or_else(|e| panic!("server protocol versions: {e}"))
             .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                load_certs(&self.upstream_cert),
-                load_key(&self.upstream_key),
-            )
+            .with_single_cert(load_certs(&self.upstream_cert), load_key(&self.upstream_key))
             .unwrap_or_else(|e| panic!("upstream certificate: {e}"));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(config)
@@ -234,8 +204,7 @@ impl Pki {
     /// Writes `contents` to `dir/name` (configs, JWKS files, ...) and returns the path.
     pub fn write_file(&self, name: &str, contents: &[u8]) -> PathBuf {
         let path = self.dir.path().join(name);
-        std::fs::write(&path, contents)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
     }
 

@@ -26,9 +26,7 @@ pub struct Runway {
 impl Runway {
     /// Writes `config` as `runway.toml` next to the PKI and starts Runway on it.
     pub async fn start(pki: &Pki, config: &str) -> Runway {
-        Self::try_start(pki, config)
-            .await
-            .unwrap_or_else(|e| panic!("runway did not start: {e}\n{config}"))
+        Self::try_start(pki, config).await.unwrap_or_else(|e| panic!("runway did not start: {e}\n{config}"))
     }
 
     /// Like `start`, returning the error instead of panicking.
@@ -41,13 +39,7 @@ impl Runway {
         let admin = server.admin_addr();
         let handle = server.shutdown_handle();
         let task = tokio::spawn(server.run());
-        Ok(Runway {
-            addr,
-            admin,
-            config_path,
-            handle,
-            task: Some(task),
-        })
+        Ok(Runway { addr, admin, config_path, handle, task: Some(task) })
     }
 
     /// `https://localhost:PORT{path}`.
@@ -58,24 +50,14 @@ impl Runway {
     /// Plain-HTTP GET on the admin listener: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(self.admin)
-            .await
-            .unwrap_or_else(|e| panic!("admin connect: {e}"));
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("admin write: {e}"));
+        let mut tcp = tokio::net::TcpStream::connect(self.admin).await.unwrap_or_else(|e| panic!("admin connect: {e}"));
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("admin write: {e}"));
         let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw)
-            .await
-            .unwrap_or_else(|e| panic!("admin read: {e}"));
+        tcp.read_to_end(&mut raw).await.unwrap_or_else(|e| panic!("admin read: {e}"));
         let text = String::from_utf8_lossy(&raw).into_owned();
         let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (status, body)
     }
 
@@ -87,10 +69,7 @@ impl Runway {
             if status == 200 {
                 return;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "runway never became ready: {status} {body}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "runway never became ready: {status} {body}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -161,9 +140,7 @@ pub fn issuer_block(name: &str, kind: &str, issuer: &str, audience: &str, extra:
 
 /// One `[[routes]]` block allowing `issuer` with no claim conditions.
 pub fn open_route(name: &str, prefix: &str, issuer: &str) -> String {
-    format!(
-        "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\n[[routes.allow]]\nissuer = \"{issuer}\"\n"
-    )
+    format!("\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\n[[routes.allow]]\nissuer = \"{issuer}\"\n")
 }
 
 /// Standard valid claims: iss, aud, sub, iat = now, exp = now + 300; `extra` fields merged in.

@@ -31,24 +31,15 @@ pub struct SigningKey {
 impl SigningKey {
     /// A fresh RSA 2048 key signing RS256.
     pub fn rsa(kid: &str) -> SigningKey {
-        let pair = RsaKeyPair::generate(KeySize::Rsa2048)
-            .unwrap_or_else(|e| panic!("generating RSA key: {e:?}"));
-        SigningKey {
-            kid: kid.to_string(),
-            alg: "RS256",
-            material: Material::Rsa(pair),
-        }
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).unwrap_or_else(|e| panic!("generating RSA key: {e:?}"));
+        SigningKey { kid: kid.to_string(), alg: "RS256", material: Material::Rsa(pair) }
     }
 
     /// A fresh P-256 key signing ES256 (fixed-size `r||s` signatures, as JWS requires).
     pub fn ec(kid: &str) -> SigningKey {
         let pair = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
             .unwrap_or_else(|e| panic!("generating P-256 key: {e:?}"));
-        SigningKey {
-            kid: kid.to_string(),
-            alg: "ES256",
-            material: Material::Ec(pair),
-        }
+        SigningKey { kid: kid.to_string(), alg: "ES256", material: Material::Ec(pair) }
     }
 
     /// The public JWK: `kty`, `kid`, `use: "sig"`, `alg`, and `n`/`e` or `crv`/`x`/`y`.
@@ -64,10 +55,7 @@ impl SigningKey {
             }
             Material::Ec(pair) => {
                 let point = pair.public_key().as_ref();
-                assert!(
-                    point.len() == 65 && point[0] == 0x04,
-                    "expected an uncompressed P-256 point"
-                );
+                assert!(point.len() == 65 && point[0] == 0x04, "expected an uncompressed P-256 point");
                 json!({
                     "kty": "EC", "kid": self.kid, "use": "sig", "alg": self.alg,
                     "crv": "P-256", "x": b64url(&point[1..33]), "y": b64url(&point[33..]),
@@ -78,10 +66,7 @@ impl SigningKey {
 
     /// SPKI PEM (`-----BEGIN PUBLIC KEY-----`) of the public key. RSA keys only.
     pub fn rsa_public_pem(&self) -> String {
-        assert!(
-            matches!(self.material, Material::Rsa(_)),
-            "rsa_public_pem on a non-RSA key"
-        );
+        assert!(matches!(self.material, Material::Rsa(_)), "rsa_public_pem on a non-RSA key");
         let b64 = base64::engine::general_purpose::STANDARD.encode(self.public_key_der());
         let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
         for line in b64.as_bytes().chunks(64) {
@@ -124,20 +109,16 @@ impl SigningKey {
                     .unwrap_or_else(|e| panic!("RS256 signing: {e:?}"));
                 sig
             }
-            Material::Ec(pair) => pair
-                .sign(&rng, msg)
-                .unwrap_or_else(|e| panic!("ES256 signing: {e:?}"))
-                .as_ref()
-                .to_vec(),
+            Material::Ec(pair) => {
+                pair.sign(&rng, msg).unwrap_or_else(|e| panic!("ES256 signing: {e:?}")).as_ref().to_vec()
+            }
         }
     }
 }
 
 /// `b64url(json(header)) + "." + b64url(json(claims))`.
 fn signing_input(header: &Value, claims: &Value) -> String {
-    let encode = |v: &Value| {
-        b64url(&serde_json::to_vec(v).unwrap_or_else(|e| panic!("serializing JSON: {e}")))
-    };
+    let encode = |v: &Value| b64url(&serde_json::to_vec(v).unwrap_or_else(|e| panic!("serializing JSON: {e}")));
     format!("{}.{}", encode(header), encode(claims))
 }
 
@@ -167,9 +148,7 @@ pub fn b64url(bytes: &[u8]) -> String {
 
 /// Current unix time in seconds.
 pub fn now() -> i64 {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_else(|e| panic!("clock before 1970: {e}"))
-        .as_secs();
+    let secs =
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_else(|e| panic!("clock before 1970: {e}")).as_secs();
     i64::try_from(secs).unwrap_or(i64::MAX)
 }

@@ -56,18 +56,11 @@ impl EchoUpstream {
 
     /// Starts with any rustls server config (e.g. `pki.server_config()`, no client auth).
     pub async fn start_with_config(config: Arc<rustls::ServerConfig>) -> EchoUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("binding upstream listener: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("upstream local_addr: {e}"));
+        let listener =
+            TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding upstream listener: {e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("upstream local_addr: {e}"));
         let stats = Arc::new(Stats::default());
-        let task = tokio::spawn(accept_loop(
-            listener,
-            TlsAcceptor::from(config),
-            stats.clone(),
-        ));
+        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), stats.clone()));
         EchoUpstream { addr, stats, task }
     }
 
@@ -99,11 +92,7 @@ impl EchoUpstream {
 
     /// Sleep this long before answering each request (after reading its body).
     pub fn set_delay(&self, d: Duration) {
-        *self
-            .stats
-            .delay
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = d;
+        *self.stats.delay.lock().unwrap_or_else(PoisonError::into_inner) = d;
     }
 }
 
@@ -143,9 +132,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, stats: Arc<St
                 .and_then(|certs| certs.first())
                 .and_then(|cert| der::subject_common_name(cert));
             let service = service_fn(move |req| handle(stats.clone(), cn.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
         });
     }
 }
@@ -194,12 +181,8 @@ async fn handle(
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
 
-    let header_str = |name: header::HeaderName| {
-        parts
-            .headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
+    let header_str =
+        |name: header::HeaderName| parts.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let authority = parts.uri.authority().map(|a| a.to_string());
     let host = if parts.version == Version::HTTP_2 {
         authority.or_else(|| header_str(header::HOST))
@@ -224,10 +207,7 @@ async fn handle(
 
     let mut resp = Response::new(full(echo.to_string().into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     Ok(resp)
 }
 
