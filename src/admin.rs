@@ -46,18 +46,18 @@ async fn handle(req: Request<Incoming>, auth: &Authenticator) -> Response<Full<B
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => readiness(auth).await,
+        "/readyz" => readiness(auth),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-async fn readiness(auth: &Authenticator) -> Response<Full<Bytes>> {
+fn readiness(auth: &Authenticator) -> Response<Full<Bytes>> {
     let mut missing = Vec::new();
     for issuer in auth.issuers() {
         if issuer.keys.is_ready() {
             continue;
         }
-        let why = match issuer.keys.last_error().await {
+        let why = match issuer.keys.last_error() {
             Some(e) => format!("issuer \"{}\": no usable keys ({e})", issuer.config.name),
             None => format!("issuer \"{}\": no usable keys yet", issuer.config.name),
         };

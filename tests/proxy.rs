@@ -80,7 +80,9 @@ impl Fx {
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        self.client.send(req.body(Full::new(Bytes::from_static(b"hello"))).expect("request")).await
+        self.client
+            .send(req.body(Full::new(Bytes::from_static(b"hello"))).unwrap_or_else(|e| panic!("request: {e}")))
+            .await
     }
 }
 

@@ -28,10 +28,10 @@ enum Source {
 }
 
 struct FetchState {
-    last_attempt: Option<Instant>,
+    /// Last refetch caused by an unknown kid (background refreshes do not count against that budget).
+    last_kid_refetch: Option<Instant>,
     /// `jwks_uri`, once known (configured or discovered).
     jwks_uri: Option<String>,
-    last_error: Option<String>,
 }
 
 /// An issuer's keys.
@@ -44,6 +44,8 @@ pub struct KeyStore {
     source: Source,
     current: ArcSwap<KeySet>,
     fetch: Mutex<FetchState>,
+    /// Kept outside the fetch lock so `/readyz` never waits on a slow IdP.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// Why keys could not be loaded.
@@ -96,7 +98,8 @@ impl KeyStore {
             kid_refetch_interval: config.kid_refetch_interval,
             source,
             current: ArcSwap::from_pointee(KeySet::default()),
-            fetch: Mutex::new(FetchState { last_attempt: None, jwks_uri, last_error: None }),
+            fetch: Mutex::new(FetchState { last_kid_refetch: None, jwks_uri }),
+            last_error: std::sync::Mutex::new(None),
         };
         if let Source::File(path) = &store.source {
             store.install(load_file(path, &store.algorithms)?);
@@ -116,8 +119,8 @@ impl KeyStore {
     }
 
     /// The last fetch error, for `/readyz`.
-    pub async fn last_error(&self) -> Option<String> {
-        self.fetch.lock().await.last_error.clone()
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Called when a token names a kid that `seen` (the set the caller looked in) does not hold. Refetches
@@ -132,9 +135,10 @@ impl KeyStore {
         if now.generation != seen.generation {
             return Some(now); // someone refreshed while we waited for the lock
         }
-        if state.last_attempt.is_some_and(|t| t.elapsed() < self.kid_refetch_interval) {
+        if state.last_kid_refetch.is_some_and(|t| t.elapsed() < self.kid_refetch_interval) {
             return None;
         }
+        state.last_kid_refetch = Some(Instant::now());
         tracing::info!(issuer = %self.issuer_name, "unknown key id: refetching the JWKS");
         self.refresh_locked(&mut state).await.ok().map(|_| self.current())
     }
@@ -155,8 +159,9 @@ impl KeyStore {
             let wait = match result {
                 Ok(max_age) => {
                     failures = 0;
+                    // Not `clamp`: it panics (killing this task) when kid_refetch_interval > refresh_interval.
                     max_age.map_or(self.refresh_interval, |age| {
-                        age.clamp(self.kid_refetch_interval, self.refresh_interval)
+                        age.max(self.kid_refetch_interval).min(self.refresh_interval)
                     })
                 }
                 Err(_) => {
@@ -169,14 +174,19 @@ impl KeyStore {
         }
     }
 
+    fn set_last_error(&self, error: Option<String>) {
+        if let Ok(mut slot) = self.last_error.lock() {
+            *slot = error;
+        }
+    }
+
     async fn refresh_locked(&self, state: &mut FetchState) -> Result<Option<Duration>, JwksError> {
-        state.last_attempt = Some(Instant::now());
         let result = self.fetch_keys(state).await;
         match &result {
-            Ok(_) => state.last_error = None,
+            Ok(_) => self.set_last_error(None),
             Err(e) => {
                 tracing::warn!(issuer = %self.issuer_name, error = %e, "JWKS refresh failed; keeping the keys already known");
-                state.last_error = Some(e.to_string());
+                self.set_last_error(Some(e.to_string()));
             }
         }
         result
