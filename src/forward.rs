@@ -50,7 +50,39 @@ pub enum UpstreamError {
 pub struct UpstreamConnector {
     host: Arc<str>,
     port: u16,
-    connect_timeout: Duration,
+}
+
+/// Bounds a whole connect, TCP and TLS handshake together, by `upstream.connect_timeout`.
+#[derive(Clone)]
+pub struct TimeoutConnector<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> tower::Service<Uri> for TimeoutConnector<C>
+where
+    C: tower::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connect = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connect).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(format!("connect (TCP + TLS) took longer than {}s", timeout.as_secs_f64()).into()),
+            }
+        })
+    }
 }
 
 impl tower::Service<Uri> for UpstreamConnector {
@@ -65,9 +97,7 @@ impl tower::Service<Uri> for UpstreamConnector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let stream = tokio::time::timeout(this.connect_timeout, TcpStream::connect((&*this.host, this.port)))
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            let stream = TcpStream::connect((&*this.host, this.port)).await?;
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(stream))
         })
@@ -76,7 +106,7 @@ impl tower::Service<Uri> for UpstreamConnector {
 
 /// The upstream client, generic over the request body.
 pub struct Upstream<B> {
-    client: Client<HttpsConnector<UpstreamConnector>, B>,
+    client: Client<TimeoutConnector<HttpsConnector<UpstreamConnector>>, B>,
     authority: Authority,
     preserve_host: bool,
     timeout: Duration,
@@ -99,11 +129,8 @@ where
             .https_only()
             .with_server_name_resolver(FixedServerNameResolver::new(server_name))
             .enable_all_versions()
-            .wrap_connector(UpstreamConnector {
-                host: config.host.as_str().into(),
-                port: config.port,
-                connect_timeout: config.connect_timeout,
-            });
+            .wrap_connector(UpstreamConnector { host: config.host.as_str().into(), port: config.port });
+        let connector = TimeoutConnector { inner: connector, timeout: config.connect_timeout };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())

@@ -28,7 +28,7 @@ pub enum BuildError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// A JWKS file.
-    #[error("{key}: {source}")]
+    #[error("{key}")]
     Jwks {
         /// Config key.
         key: String,

@@ -308,7 +308,34 @@ fn load_raw(path: &Path) -> Result<raw::RawConfig, ConfigError> {
         .map_err(|e| load_err(e.to_string()))?;
     serde_path_to_error::deserialize(built).map_err(|e| {
         let key = e.path().to_string();
-        let message = e.into_inner().to_string();
+        let error = e.into_inner();
+        if let Some(field) = missing_field(&error) {
+            let full = if key == "." { field.to_string() } else { format!("{key}.{field}") };
+            return ConfigError::invalid(full, "required key is missing");
+        }
+        let message = plain_message(error);
         if key == "." { load_err(message) } else { ConfigError::invalid(key, message) }
     })
+}
+
+/// The name of a missing required field (the config crate reports it with a mangled path).
+fn missing_field(error: &config::ConfigError) -> Option<&str> {
+    match error {
+        config::ConfigError::At { error, .. } => missing_field(error),
+        config::ConfigError::NotFound(path) => path.rsplit(['.', ']']).next(),
+        _ => None,
+    }
+}
+
+/// The config crate's error without its own key and origin decorations (the key is named by the caller,
+/// from serde's path, which keeps the dots).
+fn plain_message(error: config::ConfigError) -> String {
+    match error {
+        config::ConfigError::At { error, .. } => plain_message(*error),
+        config::ConfigError::Type { unexpected, expected, .. } => {
+            format!("invalid type: {unexpected}, expected {expected}")
+        }
+        config::ConfigError::NotFound(_) => "missing required key".to_string(),
+        other => other.to_string(),
+    }
 }

@@ -177,13 +177,57 @@ pub struct RawRule {
 }
 
 /// A claim condition's value: one pattern or a list of them.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum RawPatterns {
     /// One pattern.
     One(String),
     /// Any of these.
     Many(Vec<String>),
+}
+
+const PATTERN_HINT: &str =
+    "a string or a list of strings; booleans and numbers are compared by their text, so quote them (\"true\", \"42\")";
+
+impl<'de> Deserialize<'de> for RawPatterns {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Patterns;
+        impl<'de> serde::de::Visitor<'de> for Patterns {
+            type Value = RawPatterns;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(PATTERN_HINT)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawPatterns, E> {
+                Ok(RawPatterns::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawPatterns, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<PatternItem>()? {
+                    items.push(item.0);
+                }
+                Ok(RawPatterns::Many(items))
+            }
+        }
+        deserializer.deserialize_any(Patterns)
+    }
+}
+
+/// One list element: strings only, with the same hint for anything else.
+struct PatternItem(String);
+
+impl<'de> Deserialize<'de> for PatternItem {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Item;
+        impl serde::de::Visitor<'_> for Item {
+            type Value = PatternItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(PATTERN_HINT)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PatternItem, E> {
+                Ok(PatternItem(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Item)
+    }
 }
 
 /// `[replay]`.

@@ -28,7 +28,7 @@ const MAX_CONCURRENT_STREAMS: u32 = 256;
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// A listener could not bind.
-    #[error("{key}: cannot listen on {addr}: {source}")]
+    #[error("{key}: cannot listen on {addr}")]
     Bind {
         /// Config key.
         key: &'static str,

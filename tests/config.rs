@@ -1,0 +1,999 @@
+//! Configuration loading and validation through the library (`runway::config::load`) on files written to
+//! a temp dir: every refusal names the exact key at fault, TOML and YAML load alike, defaults are applied,
+//! `RUNWAY__…` environment variables override the file, and relative paths resolve against the config's
+//! directory.
+//!
+//! `load` reads no certificate or JWKS file (that is `runway check`'s job, tested in `tests/cli.rs`), so the
+//! paths named here need not exist.
+//!
+//! Environment overrides are process-global, and this crate forbids `unsafe` (which `std::env::set_var`
+//! needs in edition 2024). So those tests never touch this process's environment: they re-run this test
+//! binary as a child (`env_child`) with the variables set on the child only, and read back what it loaded.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use runway::config::{ClaimKey, Config, ConfigError, IssuerKind, KeySource, RouteMode, load};
+
+/// A valid config: two issuers (gitlab by discovery, okta from a JWKS file), three routes.
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+tls_cert = "certs/server.pem"
+tls_key = "certs/server-key.pem"
+
+[admin]
+listen = "127.0.0.1:9901"
+
+[upstream]
+url = "https://kong.internal:8443"
+ca = "certs/kong-ca.pem"
+client_cert = "certs/runway-client.pem"
+client_key = "certs/runway-client-key.pem"
+
+[[issuers]]
+name = "gitlab"
+kind = "gitlab"
+issuer = "https://gitlab.example.com"
+audiences = ["https://deploy.example.com"]
+
+[[issuers]]
+name = "okta"
+kind = "okta"
+issuer = "https://example.okta.com/oauth2/default"
+audiences = ["api://deploy"]
+jwks_file = "jwks/okta.json"
+
+[[routes]]
+name = "deploy"
+path_prefix = "/deploy"
+methods = ["POST"]
+[[routes.allow]]
+issuer = "gitlab"
+claims = { project_path = ["platform/api", "platform/tools/*"], ref_protected = "true" }
+
+[[routes]]
+name = "status"
+path_prefix = "/status"
+anonymous = true
+
+[[routes]]
+name = "jobs"
+path_prefix = "/jobs"
+[[routes.allow]]
+issuer = "okta"
+claims = { scp = "jobs:run" }
+"#;
+
+/// The same config as [`GOOD`], in YAML.
+const GOOD_YAML: &str = r#"
+server:
+  listen: "127.0.0.1:8443"
+  tls_cert: certs/server.pem
+  tls_key: certs/server-key.pem
+admin:
+  listen: "127.0.0.1:9901"
+upstream:
+  url: https://kong.internal:8443
+  ca: certs/kong-ca.pem
+  client_cert: certs/runway-client.pem
+  client_key: certs/runway-client-key.pem
+issuers:
+  - name: gitlab
+    kind: gitlab
+    issuer: https://gitlab.example.com
+    audiences: ["https://deploy.example.com"]
+  - name: okta
+    kind: okta
+    issuer: https://example.okta.com/oauth2/default
+    audiences:
+      - api://deploy
+    jwks_file: jwks/okta.json
+routes:
+  - name: deploy
+    path_prefix: /deploy
+    methods: [POST]
+    allow:
+      - issuer: gitlab
+        claims:
+          project_path: ["platform/api", "platform/tools/*"]
+          ref_protected: "true"
+  - name: status
+    path_prefix: /status
+    anonymous: true
+  - name: jobs
+    path_prefix: /jobs
+    allow:
+      - issuer: okta
+        claims:
+          scp: "jobs:run"
+"#;
+
+/// Writes `text` as `dir/name` and loads it.
+fn load_in(dir: &Path, name: &str, text: &str) -> Result<Config, ConfigError> {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    load(&path)
+}
+
+/// Loads `text` as a `.toml` file in a fresh temp dir; returns the dir too (paths resolve inside it).
+fn load_toml(text: &str) -> (tempfile::TempDir, Result<Config, ConfigError>) {
+    let dir = temp_dir();
+    let result = load_in(dir.path(), "runway.toml", text);
+    (dir, result)
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("runway-config-").tempdir().unwrap_or_else(|e| panic!("creating temp dir: {e}"))
+}
+
+/// Loads a config that must be valid.
+fn load_ok(text: &str) -> (tempfile::TempDir, Config) {
+    let (dir, result) = load_toml(text);
+    match result {
+        Ok(config) => (dir, config),
+        Err(e) => panic!("expected a valid config, got: {e}\n{text}"),
+    }
+}
+
+/// `GOOD` with `from` replaced by `to` (which must occur exactly once).
+fn good_with(from: &str, to: &str) -> String {
+    assert_eq!(GOOD.matches(from).count(), 1, "test bug: {from:?} must occur exactly once in GOOD");
+    GOOD.replacen(from, to, 1)
+}
+
+/// `GOOD` with `lines` appended to the `[[issuers]]` block of `name` (so they may open a subtable).
+fn issuer_with(name: &str, lines: &str) -> String {
+    let start = GOOD.find(&format!("name = \"{name}\"\n")).unwrap_or_else(|| panic!("test bug: no issuer {name}"));
+    let end = start + GOOD[start..].find("\n\n").unwrap_or_else(|| panic!("test bug: issuer {name} does not end"));
+    format!("{}\n{lines}{}", &GOOD[..end], &GOOD[end..])
+}
+
+/// A bad config and what its error must say.
+struct Case {
+    what: &'static str,
+    config: String,
+    /// The error must start with this (the key, then ": ").
+    key: &'static str,
+    /// ...and contain this.
+    says: &'static str,
+}
+
+fn case(what: &'static str, config: String, key: &'static str, says: &'static str) -> Case {
+    Case { what, config, key, says }
+}
+
+fn bad_configs() -> Vec<Case> {
+    vec![
+        // Unknown keys, at every level.
+        case("unknown top-level key", format!("lisen = \"0.0.0.0:8443\"\n{GOOD}"), "lisen", "unknown field `lisen`"),
+        case(
+            "unknown top-level section",
+            format!("{GOOD}\n[metrics]\nenabled = true\n"),
+            "metrics",
+            "unknown field `metrics`",
+        ),
+        case(
+            "unknown key in [server]",
+            good_with("listen = \"127.0.0.1:8443\"", "lisen = \"127.0.0.1:8443\""),
+            "server.lisen",
+            "unknown field `lisen`",
+        ),
+        case(
+            "unknown key in [admin]",
+            good_with("listen = \"127.0.0.1:9901\"", "address = \"127.0.0.1:9901\""),
+            "admin.address",
+            "unknown field `address`",
+        ),
+        case(
+            "unknown key in [upstream]",
+            good_with("ca = ", "ca_file = "),
+            "upstream.ca_file",
+            "unknown field `ca_file`",
+        ),
+        case(
+            "unknown key in [audit]",
+            format!("{GOOD}\n[audit]\nfile = \"audit.log\"\n"),
+            "audit.file",
+            "unknown field `file`",
+        ),
+        case(
+            "unknown key in [[issuers]]",
+            issuer_with("okta", "audience = \"api://deploy\""),
+            "issuers[1].audience",
+            "unknown field `audience`",
+        ),
+        case(
+            "unknown key in [[routes]]",
+            good_with("path_prefix = \"/jobs\"", "pathprefix = \"/jobs\""),
+            "routes[2].pathprefix",
+            "unknown field `pathprefix`",
+        ),
+        case(
+            "unknown key in [[routes.allow]]",
+            good_with("claims = { scp", "claim = { scp"),
+            "routes[2].allow[0].claim",
+            "unknown field `claim`",
+        ),
+        // Missing required keys.
+        case(
+            "missing server.tls_cert",
+            good_with("tls_cert = \"certs/server.pem\"\n", ""),
+            "server.tls_cert",
+            "required key is missing",
+        ),
+        case(
+            "missing [upstream]",
+            good_with("[upstream]\nurl = \"https://kong.internal:8443\"\n", "[audit]\n")
+                .replace("ca = \"certs/kong-ca.pem\"\n", "")
+                .replace("client_cert = \"certs/runway-client.pem\"\n", "")
+                .replace("client_key = \"certs/runway-client-key.pem\"\n", ""),
+            "upstream",
+            "required key is missing",
+        ),
+        case(
+            "route without path_prefix",
+            good_with("path_prefix = \"/jobs\"\n", ""),
+            "routes[2].path_prefix",
+            "required key is missing",
+        ),
+        // Wrong types.
+        case(
+            "max_connections not a number",
+            good_with("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:8443\"\nmax_connections = \"many\""),
+            "server.max_connections",
+            "",
+        ),
+        case(
+            "preserve_host not a boolean",
+            good_with(
+                "url = \"https://kong.internal:8443\"",
+                "url = \"https://kong.internal:8443\"\npreserve_host = \"sometimes\"",
+            ),
+            "upstream.preserve_host",
+            "",
+        ),
+        // [server] and [admin] values.
+        case(
+            "listen without port",
+            good_with("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1\""),
+            "server.listen",
+            "\"127.0.0.1\" is not an IP:port address",
+        ),
+        case(
+            "admin listen on a host name",
+            good_with("listen = \"127.0.0.1:9901\"", "listen = \"localhost:9901\""),
+            "admin.listen",
+            "is not an IP:port address",
+        ),
+        case(
+            "bad trusted proxy",
+            good_with(
+                "listen = \"127.0.0.1:8443\"",
+                "listen = \"127.0.0.1:8443\"\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+            ),
+            "server.trusted_proxies[1]",
+            "is not a CIDR",
+        ),
+        case(
+            "zero max_connections",
+            good_with("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:8443\"\nmax_connections = 0"),
+            "server.max_connections",
+            "at least 1",
+        ),
+        // Durations.
+        case(
+            "bad duration string",
+            good_with("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:8443\"\nidle_timeout = \"soon\""),
+            "server.idle_timeout",
+            "\"soon\" is not a duration",
+        ),
+        case(
+            "duration without unit",
+            good_with("url = \"https://kong.internal:8443\"", "url = \"https://kong.internal:8443\"\ntimeout = \"30\""),
+            "upstream.timeout",
+            "is not a duration",
+        ),
+        case(
+            "zero duration",
+            good_with("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:8443\"\nrequest_timeout = \"0s\""),
+            "server.request_timeout",
+            "must be greater than zero",
+        ),
+        case(
+            "zero issuer duration",
+            issuer_with("gitlab", "max_token_lifetime = \"0s\""),
+            "issuers[0].max_token_lifetime",
+            "must be greater than zero",
+        ),
+        case(
+            "refresh_interval below 1s",
+            issuer_with("okta", "refresh_interval = \"500ms\""),
+            "issuers[1].refresh_interval",
+            "at least 1s",
+        ),
+        // Issuers.
+        case(
+            "unknown issuer kind",
+            good_with("kind = \"okta\"", "kind = \"github\""),
+            "issuers[1].kind",
+            "unknown kind \"github\"",
+        ),
+        case(
+            "algorithm none",
+            issuer_with("gitlab", "algorithms = [\"none\"]"),
+            "issuers[0].algorithms[0]",
+            "\"none\" is never allowed",
+        ),
+        case("algorithm HS256", issuer_with("gitlab", "algorithms = [\"HS256\"]"), "issuers[0].algorithms[0]", "HMAC"),
+        case(
+            "unknown algorithm",
+            issuer_with("okta", "algorithms = [\"RS256\", \"XS999\"]"),
+            "issuers[1].algorithms[1]",
+            "unknown algorithm \"XS999\"",
+        ),
+        case("empty algorithm list", issuer_with("okta", "algorithms = []"), "issuers[1].algorithms", "at least one"),
+        case(
+            "missing audiences",
+            good_with("audiences = [\"https://deploy.example.com\"]\n", ""),
+            "issuers[0].audiences",
+            "required",
+        ),
+        case(
+            "empty audiences",
+            good_with("audiences = [\"api://deploy\"]", "audiences = []"),
+            "issuers[1].audiences",
+            "required",
+        ),
+        case(
+            "missing issuer",
+            good_with("issuer = \"https://gitlab.example.com\"\n", ""),
+            "issuers[0].issuer",
+            "required",
+        ),
+        case(
+            "bad issuer name",
+            good_with("name = \"okta\"", "name = \"okta prod\""),
+            "issuers[1].name",
+            "letters, digits",
+        ),
+        case(
+            "jwks_uri over plain http on a remote host",
+            issuer_with("gitlab", "jwks_uri = \"http://gitlab.example.com/oauth/discovery/keys\""),
+            "issuers[0].jwks_uri",
+            "plain http is allowed only on a loopback host",
+        ),
+        case(
+            "discovery over plain http on a remote host",
+            good_with("issuer = \"https://gitlab.example.com\"", "issuer = \"http://gitlab.example.com\""),
+            "issuers[0].issuer",
+            "must be https://",
+        ),
+        case(
+            "both jwks_uri and jwks_file",
+            issuer_with("okta", "jwks_uri = \"https://example.okta.com/oauth2/default/v1/keys\""),
+            "issuers[1].jwks_file",
+            "not both",
+        ),
+        case(
+            "duplicate issuer names",
+            good_with("name = \"okta\"", "name = \"gitlab\""),
+            "issuers[1].name",
+            "duplicate issuer name \"gitlab\"",
+        ),
+        case(
+            "invalid header name in [issuers.headers]",
+            issuer_with("okta", "[issuers.headers]\n\"X Runway Team\" = \"team\""),
+            "issuers[1].headers.\"X Runway Team\"",
+            "not a valid HTTP header name",
+        ),
+        case(
+            "invalid JSON Pointer in [issuers.headers]",
+            issuer_with("okta", "[issuers.headers]\n\"X-Runway-Team\" = \"/org/~2team\""),
+            "issuers[1].headers.\"X-Runway-Team\"",
+            "invalid JSON Pointer",
+        ),
+        case(
+            "aws setting on a JWT issuer",
+            issuer_with("gitlab", "regions = [\"us-east-1\"]"),
+            "issuers[0].regions",
+            "only valid for kind = \"aws\"",
+        ),
+        case(
+            "kind aws (not in this build)",
+            format!(
+                "{GOOD}\n[[issuers]]\nname = \"aws\"\nkind = \"aws\"\naudiences = [\"runway-prod\"]\nregions = [\"us-east-1\"]\n"
+            ),
+            "issuers[2].kind",
+            "not available in this build",
+        ),
+        // Routes.
+        case(
+            "route names an undefined issuer",
+            good_with("issuer = \"okta\"\nclaims", "issuer = \"gitlb\"\nclaims"),
+            "routes[2].allow[0].issuer",
+            "no issuer named \"gitlb\" (known: gitlab, okta)",
+        ),
+        case(
+            "duplicate route names",
+            good_with("name = \"jobs\"", "name = \"deploy\""),
+            "routes[2].name",
+            "duplicate route name \"deploy\"",
+        ),
+        case(
+            "two routes with the same host and prefix",
+            good_with("path_prefix = \"/jobs\"", "path_prefix = \"/deploy/\""),
+            "routes[2].path_prefix",
+            "ambiguous",
+        ),
+        case(
+            "path_prefix without a leading slash",
+            good_with("path_prefix = \"/jobs\"", "path_prefix = \"jobs\""),
+            "routes[2].path_prefix",
+            "must start with '/'",
+        ),
+        case(
+            "path_prefix with a dot-dot segment",
+            good_with("path_prefix = \"/jobs\"", "path_prefix = \"/jobs/../admin\""),
+            "routes[2].path_prefix",
+            "no '.' or '..' segments",
+        ),
+        case(
+            "host with a port",
+            good_with("path_prefix = \"/jobs\"", "host = \"jobs.example.com:443\"\npath_prefix = \"/jobs\""),
+            "routes[2].host",
+            "without port",
+        ),
+        case(
+            "bad method",
+            good_with("methods = [\"POST\"]", "methods = [\"POST\", \"GET POST\"]"),
+            "routes[0].methods[1]",
+            "\"GET POST\" is not an HTTP method",
+        ),
+        case(
+            "empty method list",
+            good_with("methods = [\"POST\"]", "methods = []"),
+            "routes[0].methods",
+            "at least one method",
+        ),
+        case(
+            "anonymous route with allow rules",
+            good_with("methods = [\"POST\"]", "methods = [\"POST\"]\nanonymous = true"),
+            "routes[0].anonymous",
+            "takes no allow rules",
+        ),
+        case(
+            "bad mode",
+            good_with("path_prefix = \"/jobs\"", "path_prefix = \"/jobs\"\nmode = \"shadow\""),
+            "routes[2].mode",
+            "unknown mode \"shadow\"",
+        ),
+        case(
+            "invalid JSON Pointer in a claim condition",
+            good_with("{ scp = \"jobs:run\" }", "{ \"/org/~2team\" = \"jobs\" }"),
+            "routes[2].allow[0].claims.\"/org/~2team\"",
+            "invalid JSON Pointer",
+        ),
+        case(
+            "unquoted boolean claim value",
+            good_with("ref_protected = \"true\"", "ref_protected = true"),
+            "routes[0].allow[0].claims.ref_protected",
+            "quote them (\"true\"",
+        ),
+        case(
+            "empty claim value list",
+            good_with("{ scp = \"jobs:run\" }", "{ scp = [] }"),
+            "routes[2].allow[0].claims.\"scp\"",
+            "empty list matches nothing",
+        ),
+        case(
+            "one_time (not in this build)",
+            good_with("path_prefix = \"/jobs\"", "path_prefix = \"/jobs\"\none_time = true"),
+            "routes[2].one_time",
+            "not available in this build",
+        ),
+        // [upstream].
+        case(
+            "upstream over plain http",
+            good_with("url = \"https://kong.internal:8443\"", "url = \"http://kong.internal:8000\""),
+            "upstream.url",
+            "must be https://",
+        ),
+        case(
+            "upstream url with a path",
+            good_with("url = \"https://kong.internal:8443\"", "url = \"https://kong.internal:8443/api\""),
+            "upstream.url",
+            "no path or query",
+        ),
+        case(
+            "client_cert without client_key",
+            good_with("client_key = \"certs/runway-client-key.pem\"\n", ""),
+            "upstream.client_key",
+            "missing",
+        ),
+        case(
+            "client_key without client_cert",
+            good_with("client_cert = \"certs/runway-client.pem\"\n", ""),
+            "upstream.client_cert",
+            "missing",
+        ),
+        case(
+            "bad server_name",
+            good_with(
+                "url = \"https://kong.internal:8443\"",
+                "url = \"https://kong.internal:8443\"\nserver_name = \"kong internal\"",
+            ),
+            "upstream.server_name",
+            "not a DNS name",
+        ),
+        // [audit] and the sections not in this build.
+        case("empty audit path", format!("{GOOD}\n[audit]\npath = \"\"\n"), "audit.path", ""),
+        case(
+            "[replay] (not in this build)",
+            format!("{GOOD}\n[replay]\nstore = \"memory\"\n"),
+            "replay",
+            "not available in this build",
+        ),
+        case(
+            "[assertion] (not in this build)",
+            format!("{GOOD}\n[assertion]\nkey = \"certs/assertion-key.pem\"\n"),
+            "assertion",
+            "not available in this build",
+        ),
+    ]
+}
+
+#[test]
+fn the_base_config_is_valid() {
+    let (_dir, config) = load_ok(GOOD);
+    assert_eq!(config.issuers.len(), 2);
+    assert_eq!(config.routes.len(), 3);
+}
+
+#[test]
+fn every_bad_config_is_refused_naming_the_key() {
+    let mut failures = Vec::new();
+    for c in bad_configs() {
+        let (_dir, result) = load_toml(&c.config);
+        let message = match result {
+            Ok(_) => {
+                failures.push(format!("{}: was accepted", c.what));
+                continue;
+            }
+            Err(e) => e.to_string(),
+        };
+        // A key-less error (parse or top-level) starts with the file path instead.
+        let key_ok = if c.key.is_empty() {
+            message.contains("runway.toml: ")
+        } else {
+            message.starts_with(&format!("{}: ", c.key))
+        };
+        if !key_ok || !message.contains(c.says) {
+            failures.push(format!("{}: expected \"{}: …{}…\", got \"{message}\"", c.what, c.key, c.says));
+        }
+    }
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn an_undefined_issuer_error_reads_exactly() {
+    let (_dir, result) = load_toml(&good_with("issuer = \"okta\"\nclaims", "issuer = \"gitlb\"\nclaims"));
+    let e = result.err().map(|e| e.to_string());
+    assert_eq!(e.as_deref(), Some(r#"routes[2].allow[0].issuer: no issuer named "gitlb" (known: gitlab, okta)"#));
+}
+
+#[test]
+fn a_validation_error_carries_the_key_separately() {
+    let (_dir, result) = load_toml(&good_with("listen = \"127.0.0.1:8443\"", "listen = \"nowhere\""));
+    match result {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "server.listen");
+            assert!(message.contains("nowhere"), "{message}");
+        }
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn broken_toml_syntax_names_the_file() {
+    let (dir, result) = load_toml("[server\nlisten = ");
+    let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+    let path = dir.path().join("runway.toml");
+    assert!(message.starts_with(&format!("{}: ", path.display())), "{message}");
+}
+
+#[test]
+fn an_unsupported_file_extension_is_refused() {
+    let dir = temp_dir();
+    for name in ["runway.json", "runway.ini", "runway"] {
+        let result = load_in(dir.path(), name, GOOD);
+        match result {
+            Err(ConfigError::Load { path, message }) => {
+                assert_eq!(path, dir.path().join(name));
+                assert!(message.contains("unknown format"), "{name}: {message}");
+                assert!(message.contains(".toml, .yaml or .yml"), "{name}: {message}");
+            }
+            other => panic!("{name}: expected a load error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_refused() {
+    let dir = temp_dir();
+    let path = dir.path().join("absent.toml");
+    match load(&path) {
+        Err(e @ ConfigError::Load { .. }) => {
+            let message = e.to_string();
+            assert!(message.starts_with(&path.display().to_string()), "{message}");
+            assert!(message.contains("no such file"), "{message}");
+        }
+        other => panic!("expected a load error, got {other:?}"),
+    }
+    // A directory is not a config file either.
+    let sub = dir.path().join("conf.toml");
+    std::fs::create_dir(&sub).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    assert!(matches!(load(&sub), Err(ConfigError::Load { .. })));
+}
+
+/// Every field of the loaded config except `source`, for comparing two loads.
+fn sections(c: &Config) -> String {
+    format!("{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}", c.server, c.admin, c.upstream, c.audit, c.issuers, c.routes)
+}
+
+#[test]
+fn yaml_loads_the_same_as_toml() {
+    let dir = temp_dir();
+    let toml = load_in(dir.path(), "runway.toml", GOOD).unwrap_or_else(|e| panic!("toml: {e}"));
+    for name in ["runway.yaml", "runway.yml"] {
+        let yaml = load_in(dir.path(), name, GOOD_YAML).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(sections(&yaml), sections(&toml), "{name}");
+        assert_eq!(yaml.source, dir.path().join(name));
+    }
+}
+
+#[test]
+fn yaml_unknown_keys_are_refused_too() {
+    let dir = temp_dir();
+    let text = GOOD_YAML.replace("  tls_key:", "  tls_keyy:");
+    let message = load_in(dir.path(), "runway.yaml", &text).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.starts_with("server"), "{message}");
+    assert!(message.contains("unknown field `tls_keyy`"), "{message}");
+}
+
+/// The smallest valid config, one issuer of each JWT kind.
+const MINIMAL: &str = r#"
+[server]
+tls_cert = "server.pem"
+tls_key = "server-key.pem"
+
+[upstream]
+url = "https://kong.internal"
+
+[[issuers]]
+name = "gl"
+kind = "gitlab"
+issuer = "https://gitlab.example.com"
+audiences = ["a"]
+
+[[issuers]]
+name = "ok"
+kind = "okta"
+issuer = "https://example.okta.com"
+audiences = ["a"]
+
+[[issuers]]
+name = "id"
+kind = "oidc"
+issuer = "https://idp.example.com"
+audiences = ["a"]
+
+[[routes]]
+name = "r"
+path_prefix = "/"
+[[routes.allow]]
+issuer = "gl"
+"#;
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+#[test]
+fn defaults_are_applied() {
+    let (_dir, c) = load_ok(MINIMAL);
+    let s = &c.server;
+    assert_eq!(s.listen, addr("0.0.0.0:8443"));
+    assert!(s.trusted_proxies.is_empty());
+    assert_eq!(s.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.request_timeout, Duration::from_secs(60));
+    assert_eq!(s.idle_timeout, Duration::from_secs(90));
+    assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(s.max_connections, 10_000);
+    assert_eq!(s.max_body_bytes, Some(104_857_600));
+    assert_eq!(c.admin.listen, addr("127.0.0.1:9901"));
+
+    let u = &c.upstream;
+    assert_eq!(u.host, "kong.internal");
+    assert_eq!(u.port, 443);
+    assert_eq!(u.server_name, "kong.internal");
+    assert!(u.ca.is_none());
+    assert!(u.client_identity.is_none());
+    assert!(u.preserve_host);
+    assert_eq!(u.connect_timeout, Duration::from_secs(5));
+    assert_eq!(u.timeout, Duration::from_secs(60));
+
+    assert!(c.audit.path.is_none(), "default audit path is stdout");
+    assert_eq!(
+        c.audit.claims,
+        ["project_path", "job_id", "pipeline_id", "ref", "environment", "user_login", "cid", "scp"]
+    );
+
+    let expected = [
+        (IssuerKind::Gitlab, vec![Algorithm::RS256], 2 * 3600),
+        (IssuerKind::Okta, vec![Algorithm::RS256], 3600),
+        (IssuerKind::Oidc, vec![Algorithm::RS256, Algorithm::ES256], 3600),
+    ];
+    assert_eq!(c.issuers.len(), expected.len());
+    for (issuer, (kind, algorithms, lifetime)) in c.issuers.iter().zip(expected) {
+        assert_eq!(issuer.kind, kind, "{}", issuer.name);
+        assert_eq!(issuer.algorithms, algorithms, "{}", issuer.name);
+        assert_eq!(issuer.max_token_lifetime, Duration::from_secs(lifetime), "{}", issuer.name);
+        assert_eq!(issuer.leeway, Duration::from_secs(60), "{}", issuer.name);
+        assert_eq!(issuer.refresh_interval, Duration::from_secs(15 * 60));
+        assert_eq!(issuer.kid_refetch_interval, Duration::from_secs(10));
+        assert_eq!(issuer.keys, KeySource::Discovery);
+        assert!(issuer.headers.is_empty());
+    }
+
+    let r = &c.routes[0];
+    assert_eq!(r.path_prefix, "/");
+    assert!(r.host.is_none());
+    assert!(r.methods.is_none(), "default: any method");
+    assert!(!r.anonymous);
+    assert_eq!(r.mode, RouteMode::Enforce);
+    assert_eq!(r.allow.len(), 1);
+    assert!(r.allow[0].claims.is_empty());
+}
+
+#[test]
+fn max_body_bytes_zero_means_unlimited() {
+    let (_dir, c) =
+        load_ok(&MINIMAL.replace("tls_key = \"server-key.pem\"", "tls_key = \"server-key.pem\"\nmax_body_bytes = 0"));
+    assert_eq!(c.server.max_body_bytes, None);
+    let (_dir, c) = load_ok(
+        &MINIMAL.replace("tls_key = \"server-key.pem\"", "tls_key = \"server-key.pem\"\nmax_body_bytes = 1024"),
+    );
+    assert_eq!(c.server.max_body_bytes, Some(1024));
+}
+
+#[test]
+fn explicit_values_override_the_defaults() {
+    let text = MINIMAL
+        .replace(
+            "tls_key = \"server-key.pem\"",
+            "tls_key = \"server-key.pem\"\nlisten = \"[::1]:443\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.10\"]\nheader_read_timeout = \"500ms\"\nrequest_timeout = \"2m\"\nidle_timeout = \"1h\"\nshutdown_grace = \"1s\"\nmax_connections = 5",
+        )
+        .replace(
+            "url = \"https://kong.internal\"",
+            "url = \"https://10.1.2.3:8443\"\nserver_name = \"kong.internal\"\npreserve_host = false\nconnect_timeout = \"250ms\"\ntimeout = \"3s\"",
+        )
+        .replace(
+            "audiences = [\"a\"]\n\n[[issuers]]\nname = \"ok\"",
+            "audiences = [\"a\"]\nalgorithms = [\"ES256\", \"PS256\", \"EdDSA\"]\nmax_token_lifetime = \"10m\"\nleeway = \"0s\"\nrefresh_interval = \"1s\"\nkid_refetch_interval = \"1m\"\njwks_uri = \"http://127.0.0.1:8080/jwks\"\n[issuers.headers]\n\"X-Runway-Namespace\" = \"namespace_path\"\n\"X-Runway-Aws-Account\" = \"/https:~1~1sts.amazonaws.com~1/aws_account\"\n\n[[issuers]]\nname = \"ok\"",
+        )
+        .replace(
+            "name = \"r\"\npath_prefix = \"/\"",
+            "name = \"r\"\nhost = \"Deploy.Example.COM\"\npath_prefix = \"/deploy/prod/\"\nmethods = [\"post\", \"PUT\"]\nmode = \"report\"",
+        )
+        + "claims = { userName = \"alice\", \"/kubernetes.io/namespace\" = [\"batch\", \"jobs-*\"], \"/https:~1~1sts.amazonaws.com~1/aws_account\" = \"123456789012\" }\n"
+        + "[audit]\npath = \"audit/runway.jsonl\"\nclaims = [\"sub\"]\n";
+    let (dir, c) = load_ok(&text);
+    let s = &c.server;
+    assert_eq!(s.listen, addr("[::1]:443"));
+    assert_eq!(s.trusted_proxies.len(), 2);
+    assert_eq!(s.trusted_proxies[1].to_string(), "192.168.1.10/32");
+    assert_eq!(s.header_read_timeout, Duration::from_millis(500));
+    assert_eq!(s.request_timeout, Duration::from_secs(120));
+    assert_eq!(s.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(s.shutdown_grace, Duration::from_secs(1));
+    assert_eq!(s.max_connections, 5);
+
+    let u = &c.upstream;
+    assert_eq!((u.host.as_str(), u.port), ("10.1.2.3", 8443));
+    assert_eq!(u.server_name, "kong.internal");
+    assert!(!u.preserve_host);
+    assert_eq!(u.connect_timeout, Duration::from_millis(250));
+    assert_eq!(u.timeout, Duration::from_secs(3));
+
+    assert_eq!(c.audit.path.as_deref(), Some(dir.path().join("audit/runway.jsonl").as_path()));
+    assert_eq!(c.audit.claims, ["sub"]);
+
+    let gl = &c.issuers[0];
+    assert_eq!(gl.algorithms, [Algorithm::ES256, Algorithm::PS256, Algorithm::EdDSA]);
+    assert_eq!(gl.max_token_lifetime, Duration::from_secs(600));
+    assert_eq!(gl.leeway, Duration::ZERO, "a zero leeway is allowed");
+    assert_eq!(gl.refresh_interval, Duration::from_secs(1));
+    assert_eq!(gl.kid_refetch_interval, Duration::from_secs(60));
+    assert_eq!(gl.keys, KeySource::Uri("http://127.0.0.1:8080/jwks".into()), "plain http is fine on loopback");
+    let headers: Vec<(String, ClaimKey)> =
+        gl.headers.iter().map(|(h, c)| (h.as_str().to_string(), c.clone())).collect();
+    assert!(headers.contains(&("x-runway-namespace".into(), ClaimKey::Name("namespace_path".into()))));
+    assert!(headers.contains(&(
+        "x-runway-aws-account".into(),
+        ClaimKey::Pointer("/https:~1~1sts.amazonaws.com~1/aws_account".into())
+    )));
+
+    let r = &c.routes[0];
+    assert_eq!(r.host.as_deref(), Some("deploy.example.com"));
+    assert_eq!(r.path_prefix, "/deploy/prod", "trailing slash trimmed");
+    assert_eq!(r.methods.as_deref(), Some(&[http::Method::POST, http::Method::PUT][..]));
+    assert_eq!(r.mode, RouteMode::Report);
+    let conditions = &r.allow[0].claims;
+    let find = |key: &ClaimKey| conditions.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    // Claim names keep their case; dotted and slashed pointers survive the config crate intact.
+    assert_eq!(find(&ClaimKey::Name("userName".into())), Some(vec!["alice".to_string()]));
+    assert_eq!(
+        find(&ClaimKey::Pointer("/kubernetes.io/namespace".into())),
+        Some(vec!["batch".to_string(), "jobs-*".to_string()])
+    );
+    assert_eq!(
+        find(&ClaimKey::Pointer("/https:~1~1sts.amazonaws.com~1/aws_account".into())),
+        Some(vec!["123456789012".to_string()])
+    );
+    // ...and the pointer reads the nested claim it names.
+    let claims = serde_json::json!({"https://sts.amazonaws.com/": {"aws_account": "123456789012"}});
+    assert_eq!(
+        ClaimKey::Pointer("/https:~1~1sts.amazonaws.com~1/aws_account".into()).lookup(&claims),
+        Some(&serde_json::json!("123456789012"))
+    );
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let (dir, c) = load_ok(&format!("{GOOD}\n[audit]\npath = \"logs/audit.jsonl\"\n"));
+    let d = dir.path();
+    assert_eq!(c.source, d.join("runway.toml"));
+    assert_eq!(c.server.tls_cert, d.join("certs/server.pem"));
+    assert_eq!(c.server.tls_key, d.join("certs/server-key.pem"));
+    assert_eq!(c.upstream.ca, Some(d.join("certs/kong-ca.pem")));
+    assert_eq!(
+        c.upstream.client_identity,
+        Some((d.join("certs/runway-client.pem"), d.join("certs/runway-client-key.pem")))
+    );
+    assert_eq!(c.audit.path, Some(d.join("logs/audit.jsonl")));
+    assert_eq!(c.issuers[1].keys, KeySource::File(d.join("jwks/okta.json")));
+
+    // A config in a subdirectory resolves against that subdirectory.
+    let sub = d.join("etc/runway");
+    std::fs::create_dir_all(&sub).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let c = load_in(&sub, "runway.toml", GOOD).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.tls_cert, sub.join("certs/server.pem"));
+
+    // Absolute paths are kept as they are.
+    let abs = d.join("elsewhere/server.pem");
+    let text = good_with("tls_cert = \"certs/server.pem\"", &format!("tls_cert = \"{}\"", abs.display()));
+    let c = load_in(&sub, "abs.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.server.tls_cert, abs);
+}
+
+#[test]
+fn the_example_config_loads() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let c = load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let names: Vec<&str> = c.issuers.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["gitlab", "okta", "aws-federation", "eks-prod"]);
+    let kinds: Vec<IssuerKind> = c.issuers.iter().map(|i| i.kind).collect();
+    assert_eq!(kinds, [IssuerKind::Gitlab, IssuerKind::Okta, IssuerKind::Oidc, IssuerKind::Oidc]);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    assert_eq!(c.issuers[1].keys, KeySource::File(base.join("jwks/okta.json")));
+    assert_eq!(c.server.tls_cert, base.join("certs/server.pem"));
+    assert!(c.issuers.iter().any(|i| i.headers.len() == 2));
+    assert!(c.routes.iter().any(|r| r.mode == RouteMode::Report));
+    assert!(c.routes.iter().any(|r| r.anonymous));
+    assert!(c.routes.iter().any(|r| r.host.is_some()));
+    let pointer = ClaimKey::Pointer("/https:~1~1sts.amazonaws.com~1/aws_account".into());
+    assert!(
+        c.routes.iter().flat_map(|r| &r.allow).any(|rule| rule.claims.iter().any(|(k, _)| *k == pointer)),
+        "the example shows a JSON Pointer condition"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Environment overrides, in a child process.
+// ---------------------------------------------------------------------------------------------------------
+
+/// Set on the child only: the config file it loads.
+const CHILD_CONFIG: &str = "RUNWAY_CONFIG_TEST_CHILD_CONFIG";
+/// Set on the child only: where it writes what it loaded.
+const CHILD_OUT: &str = "RUNWAY_CONFIG_TEST_CHILD_OUT";
+
+/// Not a test of its own: when run as a child by [`load_with_env`], loads the config named by the
+/// environment (with whatever `RUNWAY__…` variables it was given) and writes the outcome to a file.
+#[test]
+fn env_child() {
+    let (Some(config), Some(out)) = (std::env::var_os(CHILD_CONFIG), std::env::var_os(CHILD_OUT)) else {
+        return;
+    };
+    let outcome = match load(Path::new(&config)) {
+        Ok(c) => format!(
+            "ok listen={} admin={} max_connections={} preserve_host={} idle_timeout={:?}",
+            c.server.listen, c.admin.listen, c.server.max_connections, c.upstream.preserve_host, c.server.idle_timeout
+        ),
+        Err(e) => format!("err {e}"),
+    };
+    std::fs::write(&out, outcome).unwrap_or_else(|e| panic!("writing child outcome: {e}"));
+}
+
+/// Loads `text` in a child process whose environment has `vars` (and no other `RUNWAY__` variable).
+fn load_with_env(text: &str, vars: &[(&str, &str)]) -> String {
+    let dir = temp_dir();
+    let config = dir.path().join("runway.toml");
+    let out = dir.path().join("outcome.txt");
+    std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing config: {e}"));
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
+    let mut cmd = Command::new(exe);
+    cmd.args(["env_child", "--exact", "--test-threads=1", "--quiet"]).env(CHILD_CONFIG, &config).env(CHILD_OUT, &out);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().to_ascii_uppercase().starts_with("RUNWAY__") {
+            cmd.env_remove(name);
+        }
+    }
+    for (name, value) in vars {
+        cmd.env(name, value);
+    }
+    let output = cmd.output().unwrap_or_else(|e| panic!("running the child: {e}"));
+    assert!(
+        output.status.success(),
+        "child failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::read_to_string(&out).unwrap_or_else(|e| panic!("reading child outcome: {e}"))
+}
+
+#[test]
+fn env_overrides_a_key_in_the_file() {
+    let outcome = load_with_env(GOOD, &[("RUNWAY__SERVER__LISTEN", "127.0.0.1:18443")]);
+    assert!(outcome.starts_with("ok listen=127.0.0.1:18443 admin=127.0.0.1:9901 "), "{outcome}");
+    // Without the variable, the file's value.
+    let outcome = load_with_env(GOOD, &[]);
+    assert!(outcome.starts_with("ok listen=127.0.0.1:8443 "), "{outcome}");
+}
+
+#[test]
+fn env_sets_keys_absent_from_the_file() {
+    let outcome = load_with_env(
+        GOOD,
+        &[
+            ("RUNWAY__ADMIN__LISTEN", "0.0.0.0:19901"),
+            ("RUNWAY__SERVER__MAX_CONNECTIONS", "7"),
+            ("RUNWAY__UPSTREAM__PRESERVE_HOST", "false"),
+            ("RUNWAY__SERVER__IDLE_TIMEOUT", "5m"),
+        ],
+    );
+    assert_eq!(
+        outcome,
+        "ok listen=127.0.0.1:8443 admin=0.0.0.0:19901 max_connections=7 preserve_host=false idle_timeout=300s"
+    );
+}
+
+#[test]
+fn a_bad_env_value_names_the_key() {
+    let outcome = load_with_env(GOOD, &[("RUNWAY__SERVER__LISTEN", "not-an-address")]);
+    assert!(outcome.starts_with("err server.listen: \"not-an-address\" is not an IP:port address"), "{outcome}");
+    let outcome = load_with_env(GOOD, &[("RUNWAY__SERVER__IDLE_TIMEOUT", "forever")]);
+    assert!(outcome.starts_with("err server.idle_timeout: \"forever\" is not a duration"), "{outcome}");
+    let outcome = load_with_env(GOOD, &[("RUNWAY__SERVER__MAX_CONNECTIONS", "lots")]);
+    assert!(outcome.starts_with("err server.max_connections: "), "{outcome}");
+}
+
+#[test]
+fn an_unknown_env_key_is_an_error_too() {
+    let outcome = load_with_env(GOOD, &[("RUNWAY__SERVER__LISEN", "127.0.0.1:1")]);
+    assert!(outcome.starts_with("err server"), "{outcome}");
+    assert!(outcome.contains("unknown field `lisen`"), "{outcome}");
+}
