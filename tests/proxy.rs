@@ -105,6 +105,7 @@ async fn allowed_request_reaches_kong_with_verified_identity_only() {
     let echo = res.json();
     let h = &echo["headers"];
     assert_eq!(echo["client_cert_cn"], "runway-client", "Kong sees Runway's client certificate");
+    assert_eq!(echo["version"], "HTTP/2.0", "h2 negotiated with Kong by ALPN");
     assert_eq!(echo["uri"], "/deploy/production/app?x=1");
     assert_eq!(echo["body_len"], 5);
     assert_eq!(h["x-runway-subject"], json!(["user-1"]));
@@ -345,4 +346,30 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(in_flight.await.expect("join"), 200, "the in-flight request completes");
     let Fx { runway, .. } = fx;
     tokio::time::timeout(Duration::from_secs(5), runway.join()).await.expect("run returns after draining");
+}
+
+#[tokio::test]
+async fn http1_only_upstream_is_served_over_http1() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let mut tls = (*pki.upstream_server_config()).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let upstream = EchoUpstream::start_with_config(std::sync::Arc::new(tls)).await;
+    let config = format!(
+        "{}{}{}",
+        base_config(&pki, &upstream.url()),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+        open_route("all", "/", "gitlab")
+    );
+    let runway = Runway::start(&pki, &config).await;
+    runway.wait_ready().await;
+    let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
+    let res = TestClient::http2(&pki).get(&runway.url("/x"), Some(&token)).await;
+    assert_eq!(res.status, 200);
+    let echo = res.json();
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(echo["host"], format!("localhost:{}", runway.addr.port()), "Host preserved for an h2 client too");
+    assert_eq!(echo["headers"]["x-runway-subject"], json!(["user-1"]));
+    assert_eq!(echo["client_cert_cn"], "runway-client");
 }
