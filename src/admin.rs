@@ -1,5 +1,5 @@
-//! The admin listener (plain HTTP, meant for loopback or the pod network): `/healthz` while the process
-//! serves, `/readyz` once every issuer has usable keys.
+//! The admin listener (plain HTTP, meant for loopback or the pod network): `/metrics` (Prometheus text),
+//! `/healthz` while the process serves, `/readyz` once every issuer has usable keys.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,9 +14,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::Authenticator;
+use crate::metrics::Metrics;
 
 /// Serves until `stop` turns true.
-pub async fn serve(listener: TcpListener, auth: Arc<Authenticator>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -30,23 +36,32 @@ pub async fn serve(listener: TcpListener, auth: Arc<Authenticator>, mut stop: wa
             _ = stop.changed() => return,
         };
         let auth = auth.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let auth = auth.clone();
-                async move { Ok::<_, Infallible>(handle(req, &auth).await) }
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(handle(req, &auth, &metrics)) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }
 
-async fn handle(req: Request<Incoming>, auth: &Authenticator) -> Response<Full<Bytes>> {
+fn handle(req: Request<Incoming>, auth: &Authenticator, metrics: &Metrics) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readiness(auth),
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(metrics.render())));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            response
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

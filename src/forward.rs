@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::limit::BodyCapExceeded;
+use crate::metrics::Metrics;
+use crate::observe::Outcome;
 use crate::tls::{self, TlsError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -204,18 +206,31 @@ pub const HOP_BY_HOP: &[&str] =
 /// The innermost service: hands the request to Kong and streams the answer back.
 pub struct Forward<B> {
     upstream: Arc<Upstream<B>>,
+    metrics: Arc<Metrics>,
 }
 
 impl<B> Clone for Forward<B> {
     fn clone(&self) -> Self {
-        Forward { upstream: self.upstream.clone() }
+        Forward { upstream: self.upstream.clone(), metrics: self.metrics.clone() }
     }
 }
 
 impl<B> Forward<B> {
     /// Over this client.
-    pub fn new(upstream: Arc<Upstream<B>>) -> Self {
-        Forward { upstream }
+    pub fn new(upstream: Arc<Upstream<B>>, metrics: Arc<Metrics>) -> Self {
+        Forward { upstream, metrics }
+    }
+}
+
+impl UpstreamError {
+    /// The `kind` label of `upstream_errors_total`; `None` for a client's fault (body too large).
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            UpstreamError::Connect(_) => Some("connect"),
+            UpstreamError::Request(_) => Some("request"),
+            UpstreamError::Timeout => Some("timeout"),
+            UpstreamError::BodyTooLarge { .. } => None,
+        }
     }
 }
 
@@ -235,15 +250,33 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let upstream = self.upstream.clone();
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let host = crate::layer::request_host(&parts);
+            let outcome = Outcome::from_request(&parts.extensions, true, None);
             let extensions = parts.extensions.clone();
+            let started = std::time::Instant::now();
             match upstream.forward(Request::from_parts(parts, body), host).await {
-                Ok(response) => Ok(response.map(http_body_util::Either::Left)),
+                Ok(response) => {
+                    metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
+                    let mut response = response.map(http_body_util::Either::Left);
+                    response.extensions_mut().insert(outcome);
+                    Ok(response)
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "upstream request failed");
-                    Ok(crate::layer::rejection_response(&extensions, e.into()))
+                    let kind = e.kind();
+                    if let Some(kind) = kind {
+                        metrics.upstream_errors.with_label_values(&[kind]).inc();
+                        tracing::warn!(error = %e, "upstream request failed");
+                    }
+                    let mut response = crate::layer::rejection_response(&extensions, e.into());
+                    if kind.is_some() {
+                        // The request was allowed: this failure is Kong's side, not an access decision.
+                        let reason = response.extensions().get::<Outcome>().and_then(|o| o.reason);
+                        response.extensions_mut().insert(Outcome { reason, ..outcome });
+                    }
+                    Ok(response)
                 }
             }
         })

@@ -211,7 +211,7 @@ where
         if let Some(route) = parts.extensions.get::<Arc<Route>>() {
             parts.headers.insert(X_RUNWAY_ROUTE, route.name_header.clone());
         }
-        if let Some(identity) = parts.extensions.get::<Identity>() {
+        if let Some(identity) = parts.extensions.get::<Arc<Identity>>() {
             for (name, value) in &identity.headers {
                 parts.headers.insert(name.clone(), value.clone());
             }

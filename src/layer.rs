@@ -50,7 +50,10 @@ pub fn rejection_response(extensions: &http::Extensions, rejection: Rejection) -
     } else {
         tracing::info!(request_id, route, status, reason, token_sha256, detail = %rejection, "request refused");
     }
-    rejection.into_response(request_id)
+    let reason_label = rejection.reason();
+    let mut response = rejection.into_response(request_id);
+    response.extensions_mut().insert(crate::observe::Outcome::from_request(extensions, false, Some(reason_label)));
+    response
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form) or else the `Host` header.

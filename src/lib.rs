@@ -4,9 +4,11 @@
 //! [`proxy`] composes the pipeline: [`request_id`], [`limit`] (timeout), [`headers`] (strip what the
 //! client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?), [`limit`]
 //! (body cap), [`headers`] (say who they are), then [`forward`] to Kong over mTLS. [`error`] turns every
-//! refusal into a response; [`admin`] serves health and readiness; [`config`] loads and validates it all.
+//! refusal into a response; [`observe`] records [`metrics`] and the [`audit`] trail for every request;
+//! [`admin`] serves metrics, health and readiness; [`config`] loads and validates it all.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -14,6 +16,8 @@ pub mod forward;
 pub mod headers;
 pub mod layer;
 pub mod limit;
+pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod proxy;
 pub mod request_id;

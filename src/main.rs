@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -62,14 +63,15 @@ fn init_logging(level: &str, format: LogFormat) {
         tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init(),
         LogFormat::Text => builder.init(),
     }
 }
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = runway::config::load(path)?;
-    let runtime = runway::proxy::Runtime::build(config)?;
+    let telemetry = runway::proxy::Telemetry { metrics: Arc::new(runway::metrics::Metrics::new()?), audit: None };
+    let runtime = runway::proxy::Runtime::build(config, telemetry)?;
     let c = &runtime.config;
     println!(
         "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}",
@@ -84,12 +86,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     let config = runway::config::load(path)?;
-    let runtime = runway::proxy::Runtime::build(config)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
-        let server = runway::server::Server::bind(runtime).await?;
+        let server = runway::server::Server::start(config).await?;
         let handle = server.shutdown_handle();
-        tokio::spawn(runway::server::signals(handle));
+        tokio::spawn(runway::server::signals(handle, server.audit()));
         server.run().await;
         Ok(())
     })

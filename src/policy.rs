@@ -281,13 +281,19 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let route = req.extensions().get::<std::sync::Arc<crate::routing::Route>>().cloned();
-        let verdict = match (route, req.extensions().get::<Identity>()) {
-            (Some(route), Some(identity)) => route.policy.evaluate(identity).map_err(|detail| (route, detail)),
+        let verdict = match (route, req.extensions().get::<std::sync::Arc<Identity>>()) {
+            (Some(route), Some(identity)) => {
+                let issuer = identity.issuer.clone();
+                let result = route.policy.evaluate(identity);
+                let (allowed, reason) = if result.is_ok() { (true, "none") } else { (false, "policy") };
+                req.extensions_mut().insert(crate::observe::AuthDecision { issuer, allowed, reason });
+                result.map_err(|detail| (route, detail))
+            }
             _ => Ok(()),
         };
         if let Err((route, detail)) = verdict {
             if route.mode == crate::config::RouteMode::Report {
-                req.extensions_mut().remove::<Identity>();
+                req.extensions_mut().remove::<std::sync::Arc<Identity>>();
                 req.extensions_mut().insert(crate::auth::layer::WouldDeny { reason: "policy", detail });
             } else {
                 let rejection = crate::error::Rejection::Forbidden { route: route.name.clone(), detail };

@@ -9,6 +9,7 @@ use http::Request;
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
+use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::auth::fetch::Fetcher;
 use crate::auth::layer::AuthLayer;
@@ -16,6 +17,8 @@ use crate::config::Config;
 use crate::forward::{Forward, Upstream};
 use crate::headers::{IdentityHeadersLayer, SanitizeLayer};
 use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
+use crate::metrics::Metrics;
+use crate::observe::ObserveLayer;
 use crate::policy::PolicyLayer;
 use crate::request_id::RequestIdLayer;
 use crate::routing::{RouteLayer, RouteTable};
@@ -49,22 +52,37 @@ pub struct Runtime {
     pub auth: Arc<Authenticator>,
     /// The client towards Kong.
     pub upstream: Arc<Upstream<CappedBody<Incoming>>>,
+    /// Metrics and the audit log.
+    pub telemetry: Telemetry,
+    audit_claims: Arc<[String]>,
+}
+
+/// Process-wide observability handles: they outlive any one config.
+#[derive(Clone)]
+pub struct Telemetry {
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// The audit log; `None` where nothing is served (`runway check`).
+    pub audit: Option<AuditLog>,
 }
 
 impl Runtime {
     /// Builds it: reads every file the config names, contacts no network.
-    pub fn build(config: Config) -> Result<Runtime, BuildError> {
+    pub fn build(config: Config, telemetry: Telemetry) -> Result<Runtime, BuildError> {
         let tls = tls::server_config(&config.server)?;
         let upstream = Upstream::new(&config.upstream, config.server.max_body_bytes)?;
         let fetcher = Fetcher::new(tls::public_client_config()?);
-        let auth = Authenticator::new(&config.issuers, &fetcher).map_err(|(name, source)| {
-            let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
-            BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
-        })?;
+        let auth =
+            Authenticator::new(&config.issuers, &fetcher, telemetry.metrics.clone()).map_err(|(name, source)| {
+                let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
+                BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
+            })?;
         Ok(Runtime {
             routes: Arc::new(RouteTable::new(&config.routes)),
             auth: Arc::new(auth),
             upstream: Arc::new(upstream),
+            audit_claims: config.audit.claims.clone().into(),
+            telemetry,
             tls,
             config,
         })
@@ -86,6 +104,13 @@ impl Runtime {
         ServiceBuilder::new()
             // Outermost, so every response (Runway's own included) carries the id.
             .layer(RequestIdLayer)
+            // Sees every outcome, Runway's own refusals included: metrics, audit event, request span.
+            .layer(ObserveLayer::new(
+                self.telemetry.metrics.clone(),
+                self.telemetry.audit.clone(),
+                self.audit_claims.clone(),
+                peer,
+            ))
             // The whole exchange, Kong included, up to the response head.
             .layer(RequestTimeoutLayer::new(server.request_timeout))
             // Spoofable headers go before anything reads a header; the credential is lifted out.
@@ -100,6 +125,6 @@ impl Runtime {
             .layer(BodyLimitLayer::new(server.max_body_bytes))
             // What Runway vouches for.
             .layer(IdentityHeadersLayer)
-            .service(Forward::new(self.upstream.clone()))
+            .service(Forward::new(self.upstream.clone(), self.telemetry.metrics.clone()))
     }
 }

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use super::fetch::{FetchError, Fetcher};
 use super::keys::KeySet;
 use crate::config::{IssuerConfig, KeySource};
+use crate::metrics::Metrics;
 
 /// Longest wait between retries while an IdP keeps failing.
 const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(30);
@@ -44,6 +45,7 @@ pub struct KeyStore {
     source: Source,
     current: ArcSwap<KeySet>,
     fetch: Mutex<FetchState>,
+    metrics: Arc<Metrics>,
     /// Kept outside the fetch lock so `/readyz` never waits on a slow IdP.
     last_error: std::sync::Mutex<Option<String>>,
 }
@@ -74,7 +76,7 @@ pub enum JwksError {
 
 impl KeyStore {
     /// A key store for `config`. A `jwks_file` is read now; remote keys load in [`KeyStore::run_refresher`].
-    pub fn new(config: &IssuerConfig, fetcher: &Fetcher) -> Result<Self, JwksError> {
+    pub fn new(config: &IssuerConfig, fetcher: &Fetcher, metrics: Arc<Metrics>) -> Result<Self, JwksError> {
         let source = match &config.keys {
             KeySource::File(path) => Source::File(path.clone()),
             KeySource::Uri(uri) => {
@@ -100,7 +102,12 @@ impl KeyStore {
             current: ArcSwap::from_pointee(KeySet::default()),
             fetch: Mutex::new(FetchState { last_kid_refetch: None, jwks_uri }),
             last_error: std::sync::Mutex::new(None),
+            metrics,
         };
+        store.metrics.jwks_keys.with_label_values(&[store.issuer_name.as_str()]).set(0);
+        for result in ["ok", "error"] {
+            store.metrics.jwks_refresh.with_label_values(&[store.issuer_name.as_str(), result]);
+        }
         if let Source::File(path) = &store.source {
             store.install(load_file(path, &store.algorithms)?);
         }
@@ -185,6 +192,7 @@ impl KeyStore {
         match &result {
             Ok(_) => self.set_last_error(None),
             Err(e) => {
+                self.metrics.jwks_loaded(&self.issuer_name, Err(()));
                 tracing::warn!(issuer = %self.issuer_name, error = %e, "JWKS refresh failed; keeping the keys already known");
                 self.set_last_error(Some(e.to_string()));
             }
@@ -219,8 +227,7 @@ impl KeyStore {
         let generation = self.current.load().generation + 1;
         let (set, skipped) = KeySet::from_jwks(&doc, &self.algorithms, generation)
             .map_err(|message| JwksError::Document { url: jwks_uri.clone(), message })?;
-        tracing::info!(issuer = %self.issuer_name, keys = set.len(), skipped, "JWKS loaded");
-        self.current.store(Arc::new(set));
+        self.install((set, skipped));
         Ok(max_age)
     }
 
@@ -245,6 +252,7 @@ impl KeyStore {
 
     fn install(&self, (set, skipped): (KeySet, usize)) {
         tracing::info!(issuer = %self.issuer_name, keys = set.len(), skipped, "JWKS loaded");
+        self.metrics.jwks_loaded(&self.issuer_name, Ok(set.len()));
         self.current.store(Arc::new(set));
     }
 }

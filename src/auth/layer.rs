@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::{AuthError, Authenticator, Reason, bearer_token};
+use super::{AuthError, Authenticator, Reason, Refusal, bearer_token};
 use crate::config::RouteMode;
 use crate::error::Rejection;
 use crate::headers::Credential;
 use crate::layer::{BoxResponseFuture, Inner, rejection_response};
+use crate::observe::AuthDecision;
 use crate::routing::Route;
 
 /// A report-mode route's deny decision: the request is forwarded without identity.
@@ -76,9 +77,9 @@ where
             };
             let credential = req.extensions().get::<Credential>().cloned();
             let result = match credential.as_ref() {
-                None | Some(Credential::None) => Err(AuthError::Missing),
+                None | Some(Credential::None) => Err(AuthError::Missing.into()),
                 Some(Credential::Ambiguous) => {
-                    Err(AuthError::invalid(Reason::Malformed, "more than one Authorization header"))
+                    Err(AuthError::invalid(Reason::Malformed, "more than one Authorization header").into())
                 }
                 Some(Credential::Present(value)) => match bearer_token(Some(value)) {
                     Ok(Some(token)) => {
@@ -86,20 +87,26 @@ where
                         req.extensions_mut().insert(fingerprint);
                         auth.authenticate(token).await
                     }
-                    Ok(None) => Err(AuthError::Missing),
-                    Err(e) => Err(e),
+                    Ok(None) => Err(AuthError::Missing.into()),
+                    Err(e) => Err(e.into()),
                 },
             };
             match result {
                 Ok(identity) => {
-                    req.extensions_mut().insert(identity);
+                    req.extensions_mut().insert(Arc::new(identity));
                     inner.call(req).await
                 }
-                Err(e) if route.mode == RouteMode::Report => {
-                    req.extensions_mut().insert(WouldDeny { reason: e.reason(), detail: e.to_string() });
-                    inner.call(req).await
+                Err(Refusal { issuer, error }) => {
+                    let reason = error.reason();
+                    let issuer = issuer.unwrap_or_else(|| "-".to_string());
+                    req.extensions_mut().insert(AuthDecision { issuer, allowed: false, reason });
+                    if route.mode == RouteMode::Report {
+                        req.extensions_mut().insert(WouldDeny { reason, detail: error.to_string() });
+                        inner.call(req).await
+                    } else {
+                        Ok(rejection_response(req.extensions(), Rejection::from(error)))
+                    }
                 }
-                Err(e) => Ok(rejection_response(req.extensions(), Rejection::from(e))),
             }
         })
     }

@@ -22,6 +22,7 @@ use jwt::{ClaimRules, Jwt};
 use keys::{KeyLookup, KeySet, VerifyingKey};
 
 use crate::config::IssuerConfig;
+use crate::metrics::Metrics;
 use fetch::Fetcher;
 
 /// Why a token was refused. One closed vocabulary, shared by responses, logs, metrics and the audit log.
@@ -194,21 +195,41 @@ pub fn unix_now() -> f64 {
 pub struct Authenticator {
     issuers: Vec<Arc<Issuer>>,
     by_iss: HashMap<String, Vec<Arc<Issuer>>>,
+    metrics: Arc<Metrics>,
+}
+
+/// A refused token, with the issuer it was checked against when one was found.
+#[derive(Debug)]
+pub struct Refusal {
+    /// Issuer name, when the token's `iss` named a configured issuer.
+    pub issuer: Option<String>,
+    /// Why.
+    pub error: AuthError,
+}
+
+impl From<AuthError> for Refusal {
+    fn from(error: AuthError) -> Self {
+        Refusal { issuer: None, error }
+    }
 }
 
 impl Authenticator {
     /// Builds the issuers (reading any `jwks_file` now). Remote keys load once [`Authenticator::refreshers`]
     /// run.
-    pub fn new(configs: &[IssuerConfig], fetcher: &Fetcher) -> Result<Self, (String, JwksError)> {
+    pub fn new(
+        configs: &[IssuerConfig],
+        fetcher: &Fetcher,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, (String, JwksError)> {
         let mut issuers = Vec::with_capacity(configs.len());
         let mut by_iss: HashMap<String, Vec<Arc<Issuer>>> = HashMap::new();
         for config in configs {
-            let keys = KeyStore::new(config, fetcher).map_err(|e| (config.name.clone(), e))?;
+            let keys = KeyStore::new(config, fetcher, metrics.clone()).map_err(|e| (config.name.clone(), e))?;
             let issuer = Arc::new(Issuer { config: config.clone(), keys: Arc::new(keys) });
             by_iss.entry(config.issuer.clone()).or_default().push(issuer.clone());
             issuers.push(issuer);
         }
-        Ok(Authenticator { issuers, by_iss })
+        Ok(Authenticator { issuers, by_iss, metrics })
     }
 
     /// The issuers, in config order.
@@ -222,7 +243,7 @@ impl Authenticator {
     }
 
     /// Verifies a bearer token and returns who presented it.
-    pub async fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, Refusal> {
         let fingerprint = fingerprint(token);
         let jwt = Jwt::parse(token)?;
         let iss = jwt.issuer().ok_or_else(|| AuthError::invalid(Reason::WrongIssuer, "token has no iss"))?;
@@ -233,7 +254,11 @@ impl Authenticator {
         // Several entries may share an iss with different audiences: prefer the one the token is for.
         let issuer =
             candidates.iter().find(|i| audience_matches(&jwt.claims, &i.config.audiences)).unwrap_or(&candidates[0]);
-        issuer.verify(&jwt, &fingerprint).await
+        self.metrics.token_cache_misses.inc();
+        issuer
+            .verify(&jwt, &fingerprint)
+            .await
+            .map_err(|error| Refusal { issuer: Some(issuer.config.name.clone()), error })
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::admin;
 use crate::headers::MAX_HEADER_BYTES;
@@ -39,6 +40,23 @@ pub enum ServeError {
     },
 }
 
+/// Why Runway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The metrics registry.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The audit log.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    /// Files named by the config.
+    #[error(transparent)]
+    Build(#[from] crate::proxy::BuildError),
+    /// Listeners.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
 /// Stops a running [`Server`].
 #[derive(Clone, Debug)]
 pub struct ShutdownHandle(watch::Sender<bool>);
@@ -59,6 +77,20 @@ pub struct Server {
 }
 
 impl Server {
+    /// Everything `runway serve` does before serving: metrics, the audit log, the runtime, both listeners.
+    pub async fn start(config: crate::config::Config) -> Result<Server, StartError> {
+        let metrics = Arc::new(crate::metrics::Metrics::new()?);
+        let audit = crate::audit::AuditLog::start(config.audit.path.as_deref(), metrics.clone())?;
+        let telemetry = crate::proxy::Telemetry { metrics, audit: Some(audit) };
+        let runtime = Runtime::build(config, telemetry)?;
+        Ok(Server::bind(runtime).await?)
+    }
+
+    /// The audit log, for reopening it on SIGHUP.
+    pub fn audit(&self) -> Option<crate::audit::AuditLog> {
+        self.runtime.telemetry.audit.clone()
+    }
+
     /// Binds both listeners.
     pub async fn bind(runtime: Runtime) -> Result<Server, ServeError> {
         let listen = runtime.config.server.listen;
@@ -99,7 +131,12 @@ impl Server {
         for refresher in runtime.auth.refreshers() {
             background.spawn(refresher);
         }
-        background.spawn(admin::serve(admin, runtime.auth.clone(), shutdown.subscribe()));
+        background.spawn(admin::serve(
+            admin,
+            runtime.auth.clone(),
+            runtime.telemetry.metrics.clone(),
+            shutdown.subscribe(),
+        ));
 
         let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(runtime.config.server.max_connections));
@@ -130,10 +167,14 @@ impl Server {
                 builder: builder.clone(),
                 watcher: graceful.watcher(),
             };
-            tokio::spawn(async move {
-                conn.serve(tcp, peer).await;
-                drop(permit);
-            });
+            let span = tracing::info_span!("connection", %peer);
+            tokio::spawn(
+                async move {
+                    conn.serve(tcp, peer).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         drop(listener);
         let grace = runtime.config.server.shutdown_grace;
@@ -142,6 +183,9 @@ impl Server {
             tracing::warn!("shutdown grace period over: closing the remaining connections");
         }
         background.shutdown().await;
+        if let Some(audit) = &runtime.telemetry.audit {
+            audit.shutdown().await;
+        }
         tracing::info!("runway stopped");
     }
 }
@@ -175,15 +219,20 @@ struct Connection {
 impl Connection {
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
         let server = &self.runtime.config.server;
+        let metrics = &self.runtime.telemetry.metrics;
         let _ = tcp.set_nodelay(true);
+        metrics.connections_active.inc();
+        let _open = scopeguard(metrics.connections_active.clone());
         let tls = match tokio::time::timeout(server.header_read_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!(error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
+                metrics.tls_handshake_failures.inc();
+                tracing::debug!("TLS handshake timed out");
                 return;
             }
         };
@@ -224,9 +273,22 @@ impl Connection {
     }
 }
 
-/// Waits for SIGTERM or SIGINT and shuts the server down. SIGHUP is caught so that logrotate or an
-/// operator cannot kill the process with it; reloading is not part of this build yet.
-pub async fn signals(handle: ShutdownHandle) {
+/// Decrements the open-connections gauge when the connection ends, however it ends.
+struct OpenConnection(prometheus::IntGauge);
+
+fn scopeguard(gauge: prometheus::IntGauge) -> OpenConnection {
+    OpenConnection(gauge)
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Waits for SIGTERM or SIGINT and shuts the server down. SIGHUP reopens the audit file (logrotate);
+/// configuration reload is not part of this build yet.
+pub async fn signals(handle: ShutdownHandle, audit: Option<crate::audit::AuditLog>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -238,7 +300,12 @@ pub async fn signals(handle: ShutdownHandle) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => tracing::warn!("SIGHUP received: configuration reload is not available in this build; keeping the current configuration"),
+            _ = hup.recv() => {
+                if let Some(audit) = &audit {
+                    audit.reopen().await;
+                }
+                tracing::warn!("SIGHUP: audit file reopened; configuration reload is not available in this build");
+            }
         }
     }
     tracing::info!("stop signal received");

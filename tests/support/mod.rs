@@ -20,7 +20,7 @@ pub use idp::TestIdp;
 #[allow(unused_imports)]
 pub use pki::Pki;
 #[allow(unused_imports)]
-pub use runway::{Runway, base_config, claims, issuer_block, open_route};
+pub use runway::{Runway, audit_lines, audit_path, base_config, claims, issuer_block, open_route};
 #[allow(unused_imports)]
 pub use tokens::{SigningKey, b64url, hs256, jwks, now, unsigned};
 #[allow(unused_imports)]

@@ -33,8 +33,7 @@ impl Runway {
     pub async fn try_start(pki: &Pki, config: &str) -> Result<Runway, String> {
         let config_path = pki.write_file("runway.toml", config.as_bytes());
         let loaded = runway::config::load(&config_path).map_err(|e| e.to_string())?;
-        let runtime = runway::proxy::Runtime::build(loaded).map_err(|e| e.to_string())?;
-        let server = Server::bind(runtime).await.map_err(|e| e.to_string())?;
+        let server = Server::start(loaded).await.map_err(|e| e.to_string())?;
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let handle = server.shutdown_handle();
@@ -122,13 +121,31 @@ ca = "{ca}"
 client_cert = "{client_cert}"
 client_key = "{client_key}"
 server_name = "localhost"
+
+[audit]
+path = "{audit}"
 "#,
         cert = pki.server_cert.display(),
         key = pki.server_key.display(),
         ca = pki.ca_pem.display(),
         client_cert = pki.client_cert.display(),
         client_key = pki.client_key.display(),
+        audit = audit_path(pki).display(),
     )
+}
+
+/// Where `base_config` sends the audit log.
+pub fn audit_path(pki: &Pki) -> PathBuf {
+    pki.dir.path().join("audit.jsonl")
+}
+
+/// The audit log's lines, parsed.
+pub fn audit_lines(pki: &Pki) -> Vec<Value> {
+    std::fs::read_to_string(audit_path(pki))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {l}")))
+        .collect()
 }
 
 /// One `[[issuers]]` block; `extra` is appended verbatim (TOML lines).

@@ -1,0 +1,208 @@
+//! Prometheus metrics (contract section 6): one struct, built once, registered on an explicit registry,
+//! names as constants. Label values are bounded: route and issuer names come from config, statuses are
+//! codes, reasons a closed vocabulary; never a subject, a path or a token.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Metric names, without the `runway_` prefix the registry adds.
+pub mod names {
+    /// Requests by route and status.
+    pub const REQUESTS_TOTAL: &str = "requests_total";
+    /// Request latency by route.
+    pub const REQUEST_DURATION_SECONDS: &str = "request_duration_seconds";
+    /// Authentication and policy decisions.
+    pub const AUTH_DECISIONS_TOTAL: &str = "auth_decisions_total";
+    /// JWKS refreshes by result.
+    pub const JWKS_REFRESH_TOTAL: &str = "jwks_refresh_total";
+    /// Usable keys per issuer.
+    pub const JWKS_KEYS: &str = "jwks_keys";
+    /// Last successful JWKS load per issuer.
+    pub const JWKS_LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "jwks_last_success_timestamp_seconds";
+    /// Time to Kong's response head.
+    pub const UPSTREAM_DURATION_SECONDS: &str = "upstream_duration_seconds";
+    /// Upstream failures by kind.
+    pub const UPSTREAM_ERRORS_TOTAL: &str = "upstream_errors_total";
+    /// Open client connections.
+    pub const CONNECTIONS_ACTIVE: &str = "connections_active";
+    /// Failed TLS handshakes.
+    pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "tls_handshake_failures_total";
+    /// Verified-token cache hits.
+    pub const TOKEN_CACHE_HITS_TOTAL: &str = "token_cache_hits_total";
+    /// Verified-token cache misses (every full verification).
+    pub const TOKEN_CACHE_MISSES_TOTAL: &str = "token_cache_misses_total";
+    /// Config reloads by result.
+    pub const CONFIG_RELOADS_TOTAL: &str = "config_reloads_total";
+    /// Build information.
+    pub const BUILD_INFO: &str = "build_info";
+    /// Times a request waited for room in the audit queue.
+    pub const AUDIT_QUEUE_WAITS_TOTAL: &str = "audit_queue_waits_total";
+    /// Audit writes that failed.
+    pub const AUDIT_WRITE_ERRORS_TOTAL: &str = "audit_write_errors_total";
+    /// Audit events written.
+    pub const AUDIT_EVENTS_TOTAL: &str = "audit_events_total";
+}
+
+/// Latency buckets: fine below a millisecond (proxy overhead), coarse up to a minute (slow deploys).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Every metric Runway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `requests_total{route,status}`.
+    pub requests: IntCounterVec,
+    /// `request_duration_seconds{route}`.
+    pub request_duration: HistogramVec,
+    /// `auth_decisions_total{issuer,decision,reason}`.
+    pub auth_decisions: IntCounterVec,
+    /// `jwks_refresh_total{issuer,result}`.
+    pub jwks_refresh: IntCounterVec,
+    /// `jwks_keys{issuer}`.
+    pub jwks_keys: IntGaugeVec,
+    /// `jwks_last_success_timestamp_seconds{issuer}`.
+    pub jwks_last_success: IntGaugeVec,
+    /// `upstream_duration_seconds`.
+    pub upstream_duration: Histogram,
+    /// `upstream_errors_total{kind}`.
+    pub upstream_errors: IntCounterVec,
+    /// `connections_active`.
+    pub connections_active: IntGauge,
+    /// `tls_handshake_failures_total`.
+    pub tls_handshake_failures: IntCounter,
+    /// `token_cache_hits_total`.
+    pub token_cache_hits: IntCounter,
+    /// `token_cache_misses_total`.
+    pub token_cache_misses: IntCounter,
+    /// `config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+    /// `audit_queue_waits_total`.
+    pub audit_queue_waits: IntCounter,
+    /// `audit_write_errors_total`.
+    pub audit_write_errors: IntCounter,
+    /// `audit_events_total`.
+    pub audit_events: IntCounter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help).namespace("runway")
+}
+
+fn histogram(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).namespace("runway").buckets(LATENCY_BUCKETS.to_vec())
+}
+
+impl Metrics {
+    /// Builds and registers everything.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        use names::*;
+        let registry = Registry::new();
+        let m = Metrics {
+            requests: IntCounterVec::new(
+                opts(REQUESTS_TOTAL, "Requests answered, by route and status."),
+                &["route", "status"],
+            )?,
+            request_duration: HistogramVec::new(
+                histogram(REQUEST_DURATION_SECONDS, "Time from request to response head, by route."),
+                &["route"],
+            )?,
+            auth_decisions: IntCounterVec::new(
+                opts(AUTH_DECISIONS_TOTAL, "Authentication and policy decisions."),
+                &["issuer", "decision", "reason"],
+            )?,
+            jwks_refresh: IntCounterVec::new(
+                opts(JWKS_REFRESH_TOTAL, "JWKS loads, by result."),
+                &["issuer", "result"],
+            )?,
+            jwks_keys: IntGaugeVec::new(opts(JWKS_KEYS, "Keys usable with the issuer's algorithms."), &["issuer"])?,
+            jwks_last_success: IntGaugeVec::new(
+                opts(JWKS_LAST_SUCCESS_TIMESTAMP_SECONDS, "Unix time of the last successful JWKS load."),
+                &["issuer"],
+            )?,
+            upstream_duration: Histogram::with_opts(histogram(
+                UPSTREAM_DURATION_SECONDS,
+                "Time from forwarding to Kong's response head.",
+            ))?,
+            upstream_errors: IntCounterVec::new(opts(UPSTREAM_ERRORS_TOTAL, "Upstream failures, by kind."), &["kind"])?,
+            connections_active: IntGauge::with_opts(opts(CONNECTIONS_ACTIVE, "Client connections open."))?,
+            tls_handshake_failures: IntCounter::with_opts(opts(
+                TLS_HANDSHAKE_FAILURES_TOTAL,
+                "Failed TLS handshakes.",
+            ))?,
+            token_cache_hits: IntCounter::with_opts(opts(
+                TOKEN_CACHE_HITS_TOTAL,
+                "Tokens served from the verified-token cache.",
+            ))?,
+            token_cache_misses: IntCounter::with_opts(opts(TOKEN_CACHE_MISSES_TOTAL, "Tokens fully verified."))?,
+            config_reloads: IntCounterVec::new(
+                opts(CONFIG_RELOADS_TOTAL, "Configuration reloads, by result."),
+                &["result"],
+            )?,
+            audit_queue_waits: IntCounter::with_opts(opts(
+                AUDIT_QUEUE_WAITS_TOTAL,
+                "Requests that waited for room in the audit queue.",
+            ))?,
+            audit_write_errors: IntCounter::with_opts(opts(AUDIT_WRITE_ERRORS_TOTAL, "Audit writes that failed."))?,
+            audit_events: IntCounter::with_opts(opts(AUDIT_EVENTS_TOTAL, "Audit events written."))?,
+            registry,
+        };
+        let build_info = IntGaugeVec::new(opts(BUILD_INFO, "Build information."), &["version"])?;
+        build_info.with_label_values(&[crate::VERSION]).set(1);
+        let r = &m.registry;
+        r.register(Box::new(build_info))?;
+        r.register(Box::new(m.requests.clone()))?;
+        r.register(Box::new(m.request_duration.clone()))?;
+        r.register(Box::new(m.auth_decisions.clone()))?;
+        r.register(Box::new(m.jwks_refresh.clone()))?;
+        r.register(Box::new(m.jwks_keys.clone()))?;
+        r.register(Box::new(m.jwks_last_success.clone()))?;
+        r.register(Box::new(m.upstream_duration.clone()))?;
+        r.register(Box::new(m.upstream_errors.clone()))?;
+        r.register(Box::new(m.connections_active.clone()))?;
+        r.register(Box::new(m.tls_handshake_failures.clone()))?;
+        r.register(Box::new(m.token_cache_hits.clone()))?;
+        r.register(Box::new(m.token_cache_misses.clone()))?;
+        r.register(Box::new(m.config_reloads.clone()))?;
+        r.register(Box::new(m.audit_queue_waits.clone()))?;
+        r.register(Box::new(m.audit_write_errors.clone()))?;
+        r.register(Box::new(m.audit_events.clone()))?;
+        // Series that alerting rules read from the start, so "absent" never hides "zero".
+        for result in ["ok", "error"] {
+            m.config_reloads.with_label_values(&[result]);
+        }
+        Ok(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Records the state of an issuer's keys after a load attempt.
+    pub fn jwks_loaded(&self, issuer: &str, result: Result<usize, ()>) {
+        match result {
+            Ok(keys) => {
+                self.jwks_refresh.with_label_values(&[issuer, "ok"]).inc();
+                self.jwks_keys.with_label_values(&[issuer]).set(i64::try_from(keys).unwrap_or(i64::MAX));
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                self.jwks_last_success.with_label_values(&[issuer]).set(now);
+            }
+            Err(()) => self.jwks_refresh.with_label_values(&[issuer, "error"]).inc(),
+        }
+    }
+}
