@@ -67,7 +67,9 @@ impl From<RouteError> for Rejection {
         match e {
             RouteError::BadPath(why) => Rejection::BadRequest(why.to_string()),
             RouteError::NotFound => Rejection::NotFound,
-            RouteError::MethodNotAllowed { route, allow } => Rejection::MethodNotAllowed { route, allow },
+            RouteError::MethodNotAllowed { route, allow } => {
+                Rejection::MethodNotAllowed { route: route.name.clone(), allow }
+            }
         }
     }
 }

@@ -211,7 +211,8 @@ where
         if let Some(route) = parts.extensions.get::<Arc<Route>>() {
             parts.headers.insert(X_RUNWAY_ROUTE, route.name_header.clone());
         }
-        if let Some(identity) = parts.extensions.get::<Arc<Identity>>() {
+        let would_deny = parts.extensions.get::<crate::auth::layer::WouldDeny>().is_some();
+        if let Some(identity) = parts.extensions.get::<Arc<Identity>>().filter(|_| !would_deny) {
             for (name, value) in &identity.headers {
                 parts.headers.insert(name.clone(), value.clone());
             }

@@ -249,7 +249,7 @@ mod tests {
 }
 
 /// Applies the route's allow rules to the verified identity: 403 on deny, or on a report-mode route a
-/// would-deny with the identity removed (so no identity header reaches Kong).
+/// would-deny (the identity stays for the audit log; no identity header reaches Kong).
 #[derive(Clone, Default)]
 pub struct PolicyLayer;
 
@@ -293,7 +293,6 @@ where
         };
         if let Err((route, detail)) = verdict {
             if route.mode == crate::config::RouteMode::Report {
-                req.extensions_mut().remove::<std::sync::Arc<Identity>>();
                 req.extensions_mut().insert(crate::auth::layer::WouldDeny { reason: "policy", detail });
             } else {
                 let rejection = crate::error::Rejection::Forbidden { route: route.name.clone(), detail };

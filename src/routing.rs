@@ -32,7 +32,7 @@ pub struct Route {
 }
 
 /// Why no route serves a request.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// The path is ambiguous (dot segments, encoded slashes…) and could be read differently behind us.
     #[error("{0}")]
@@ -41,10 +41,10 @@ pub enum RouteError {
     #[error("no route for this path")]
     NotFound,
     /// The route exists but not for this method.
-    #[error("method not allowed on route \"{route}\"")]
+    #[error("method not allowed on route \"{}\"", route.name)]
     MethodNotAllowed {
-        /// Route name.
-        route: String,
+        /// The route.
+        route: Arc<Route>,
         /// `Allow` header.
         allow: HeaderValue,
     },
@@ -98,7 +98,7 @@ impl RouteTable {
             .ok_or(RouteError::NotFound)?;
         match (&route.methods, &route.allow_header) {
             (Some(methods), Some(allow)) if !methods.contains(method) => {
-                Err(RouteError::MethodNotAllowed { route: route.name.clone(), allow: allow.clone() })
+                Err(RouteError::MethodNotAllowed { route: route.clone(), allow: allow.clone() })
             }
             _ => Ok(route.clone()),
         }
@@ -225,7 +225,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let empty = RouteTable::new(&[route("a", None, "/a", None)]);
-        assert_eq!(empty.find(None, "/b", &Method::GET).unwrap_err(), RouteError::NotFound);
+        assert!(matches!(empty.find(None, "/b", &Method::GET), Err(RouteError::NotFound)));
     }
 
     #[test]
@@ -301,7 +301,13 @@ where
                 req.extensions_mut().insert(route);
                 Box::pin(self.inner.call(req))
             }
-            Err(e) => crate::layer::reject(&req, e.into()),
+            Err(e) => {
+                // A 405 still belongs to its route, in metrics and in the audit log.
+                if let RouteError::MethodNotAllowed { route, .. } = &e {
+                    req.extensions_mut().insert(route.clone());
+                }
+                crate::layer::reject(&req, e.into())
+            }
         }
     }
 }

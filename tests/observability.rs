@@ -1,0 +1,287 @@
+//! Metrics and the audit trail: exact series after a known mix of traffic, every audit field, the raw
+//! token absent from every output, and no audit event lost at SIGTERM.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::{Value, json};
+use support::*;
+
+const AUD: &str = "https://deploy.example.com";
+
+const ROUTES: &str = r#"
+[[routes]]
+name = "deploy"
+path_prefix = "/deploy"
+methods = ["POST"]
+[[routes.allow]]
+issuer = "gitlab"
+claims = { environment = "production" }
+
+[[routes]]
+name = "shadow"
+path_prefix = "/shadow"
+mode = "report"
+[[routes.allow]]
+issuer = "gitlab"
+claims = { environment = "production" }
+"#;
+
+/// One sample line of the text exposition: name, labels, value.
+fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| p.split_once("=\"").map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string())))
+                .collect();
+            Some((name.to_string(), labels, value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples(text).into_iter().find_map(|(n, l, v)| {
+        let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        (n == name && l == want).then_some(v)
+    })
+}
+
+fn sha256_prefix(token: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn post(client: &TestClient, url: &str, token: Option<&str>) -> TestResponse {
+    let mut req = Request::post(url);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    client.send(req.body(Full::new(Bytes::new())).unwrap_or_else(|e| panic!("{e}"))).await
+}
+
+#[tokio::test]
+async fn metrics_and_audit_describe_every_request() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let upstream = EchoUpstream::start(&pki).await;
+    let config = format!(
+        "{}{}{ROUTES}",
+        base_config(&pki, &upstream.url())
+            .replace("[audit]", "[audit]\nclaims = [\"environment\", \"project_path\", \"job_id\"]"),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+    );
+    let runway = Runway::start(&pki, &config).await;
+    runway.wait_ready().await;
+    let client = TestClient::new(&pki);
+    let good = key.mint(&claims(&idp.issuer(), AUD, json!({"environment": "production", "job_id": 7})));
+    let staging = key.mint(&claims(&idp.issuer(), AUD, json!({"environment": "staging"})));
+    let t = now();
+    let expired = key.mint(&claims(&idp.issuer(), AUD, json!({"iat": t - 900, "exp": t - 600})));
+
+    assert_eq!(post(&client, &runway.url("/deploy/a?secret=1"), Some(&good)).await.status, 200);
+    assert_eq!(post(&client, &runway.url("/deploy/b"), Some(&good)).await.status, 200);
+    assert_eq!(post(&client, &runway.url("/deploy/a"), Some(&staging)).await.status, 403);
+    assert_eq!(post(&client, &runway.url("/deploy/a"), Some(&expired)).await.status, 401);
+    assert_eq!(post(&client, &runway.url("/deploy/a"), None).await.status, 401);
+    assert_eq!(post(&client, &runway.url("/deploy/a"), Some("garbage")).await.status, 401);
+    assert_eq!(client.get(&runway.url("/deploy/a"), Some(&good)).await.status, 405);
+    assert_eq!(post(&client, &runway.url("/nowhere"), Some(&good)).await.status, 404);
+    assert_eq!(post(&client, &runway.url("/shadow"), Some(&staging)).await.status, 200);
+
+    let (status, text) = runway.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    let v = |name: &str, labels: &[(&str, &str)]| value(&text, name, labels);
+    assert_eq!(v("runway_requests_total", &[("route", "deploy"), ("status", "200")]), Some(2.0));
+    assert_eq!(v("runway_requests_total", &[("route", "deploy"), ("status", "403")]), Some(1.0));
+    assert_eq!(v("runway_requests_total", &[("route", "deploy"), ("status", "401")]), Some(3.0));
+    assert_eq!(v("runway_requests_total", &[("route", "deploy"), ("status", "405")]), Some(1.0));
+    assert_eq!(v("runway_requests_total", &[("route", "-"), ("status", "404")]), Some(1.0));
+    assert_eq!(v("runway_requests_total", &[("route", "shadow"), ("status", "200")]), Some(1.0));
+    let decisions = |issuer: &str, decision: &str, reason: &str| {
+        v("runway_auth_decisions_total", &[("issuer", issuer), ("decision", decision), ("reason", reason)])
+    };
+    assert_eq!(decisions("gitlab", "allow", "none"), Some(2.0));
+    assert_eq!(decisions("gitlab", "deny", "policy"), Some(2.0), "one enforced, one in report mode");
+    assert_eq!(decisions("gitlab", "deny", "expired"), Some(1.0));
+    assert_eq!(decisions("-", "deny", "missing"), Some(1.0));
+    assert_eq!(decisions("-", "deny", "malformed"), Some(1.0));
+    assert_eq!(v("runway_request_duration_seconds_count", &[("route", "deploy")]), Some(7.0));
+    assert_eq!(v("runway_upstream_duration_seconds_count", &[]), Some(3.0));
+    assert_eq!(v("runway_jwks_keys", &[("issuer", "gitlab")]), Some(1.0));
+    assert!(v("runway_jwks_refresh_total", &[("issuer", "gitlab"), ("result", "ok")]).is_some_and(|n| n >= 1.0));
+    assert!(v("runway_jwks_last_success_timestamp_seconds", &[("issuer", "gitlab")]).is_some_and(|ts| ts > 1.6e9));
+    assert_eq!(v("runway_token_cache_misses_total", &[]), Some(5.0), "five tokens were fully verified");
+    assert_eq!(v("runway_build_info", &[("version", ::runway::VERSION)]), Some(1.0));
+    assert_eq!(v("runway_config_reloads_total", &[("result", "error")]), Some(0.0));
+    assert!(v("runway_connections_active", &[]).is_some());
+    for token in [&good, &staging, &expired] {
+        assert!(!text.contains(token.as_str()), "a token reached /metrics");
+    }
+    assert!(!text.contains("user-1") && !text.contains("/deploy/a"), "subjects and paths never become labels");
+
+    runway.stop().await;
+    let lines = audit_lines(&pki);
+    assert_eq!(lines.len(), 9, "one event per request: {lines:#?}");
+    let first = &lines[0];
+    for field in [
+        "ts",
+        "request_id",
+        "decision",
+        "status",
+        "reason",
+        "route",
+        "issuer",
+        "subject",
+        "claims",
+        "token_sha256",
+        "method",
+        "path",
+        "client_ip",
+        "duration_ms",
+    ] {
+        assert!(first.get(field).is_some(), "audit field {field} missing: {first}");
+    }
+    assert_eq!(first["decision"], "allow");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["reason"], Value::Null);
+    assert_eq!(first["route"], "deploy");
+    assert_eq!(first["issuer"], "gitlab");
+    assert_eq!(first["subject"], "user-1");
+    assert_eq!(
+        first["claims"],
+        json!({"environment": "production", "job_id": 7}),
+        "configured subset, absent left out"
+    );
+    assert_eq!(first["token_sha256"], sha256_prefix(&good));
+    assert_eq!(first["method"], "POST");
+    assert_eq!(first["path"], "/deploy/a", "no query string");
+    assert_eq!(first["client_ip"], "127.0.0.1");
+    assert!(first["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
+    assert!(first["ts"].as_str().is_some_and(|ts| ts.ends_with('Z') && ts.contains('T')), "RFC 3339: {}", first["ts"]);
+
+    let by_status =
+        |status: u16, nth: usize| lines.iter().filter(|l| l["status"] == status).nth(nth).cloned().unwrap_or_default();
+    let forbidden = by_status(403, 0);
+    assert_eq!((forbidden["decision"].as_str(), forbidden["reason"].as_str()), (Some("deny"), Some("policy")));
+    assert_eq!(forbidden["subject"], "user-1", "who was refused is recorded");
+    assert_eq!(forbidden["claims"], json!({"environment": "staging"}));
+    let expired_line = by_status(401, 0);
+    assert_eq!(expired_line["reason"], "expired");
+    assert_eq!(expired_line["issuer"], "gitlab");
+    assert_eq!(expired_line["token_sha256"], sha256_prefix(&expired));
+    let missing = by_status(401, 1);
+    assert_eq!((missing["reason"].as_str(), missing["token_sha256"].as_str()), (Some("missing"), None));
+    let garbage = by_status(401, 2);
+    assert_eq!(garbage["token_sha256"], sha256_prefix("garbage"), "fingerprinted even when malformed");
+    assert_eq!(by_status(405, 0)["reason"], "method_not_allowed");
+    let not_found = by_status(404, 0);
+    assert_eq!((not_found["reason"].as_str(), not_found["route"].as_str()), (Some("no_route"), None));
+    let shadow = lines.iter().find(|l| l["route"] == "shadow").cloned().unwrap_or_default();
+    assert_eq!((shadow["decision"].as_str(), shadow["reason"].as_str()), (Some("would_deny"), Some("policy")));
+    assert_eq!(shadow["subject"], "user-1");
+    let request_ids: std::collections::HashSet<&str> = lines.iter().filter_map(|l| l["request_id"].as_str()).collect();
+    assert_eq!(request_ids.len(), 9, "request ids are unique");
+
+    let raw = std::fs::read_to_string(audit_path(&pki)).unwrap_or_default();
+    for token in [&good, &staging, &expired] {
+        assert!(!raw.contains(token.as_str()), "a raw token reached the audit log");
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("runway never listened on {port}");
+}
+
+#[tokio::test]
+async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let upstream = EchoUpstream::start(&pki).await;
+    let config = format!(
+        "{}{}{}",
+        base_config(&pki, &upstream.url()),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+        open_route("all", "/", "gitlab")
+    );
+    let path = pki.write_file("serve.toml", config.as_bytes());
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_runway"))
+        .args(["serve", "-c"])
+        .arg(&path)
+        .env("RUNWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUNWAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .args(["--log-level", "debug"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    wait_for_port(port).await;
+    let client = TestClient::new(&pki);
+    let base = format!("https://localhost:{port}");
+    let t = now();
+    let good = key.mint(&claims(&idp.issuer(), AUD, json!({})));
+    let bad = key.mint(&claims(&idp.issuer(), AUD, json!({"iat": t - 900, "exp": t - 600})));
+    let forged = SigningKey::rsa("k1").mint(&claims(&idp.issuer(), AUD, json!({})));
+    // Keys load in the background: wait for the first 200.
+    for _ in 0..100 {
+        if client.get(&format!("{base}/warm"), Some(&good)).await.status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    const N: usize = 60;
+    for i in 0..N {
+        let token = [&good, &bad, &forged][i % 3];
+        client.get(&format!("{base}/req/{i}"), Some(token)).await;
+    }
+    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(status.is_ok_and(|s| s.success()));
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(output.status.success(), "exit status after SIGTERM: {:?}", output.status);
+    let lines: Vec<Value> =
+        audit_lines(&pki).into_iter().filter(|l| l["path"].as_str().is_some_and(|p| p.starts_with("/req/"))).collect();
+    assert_eq!(lines.len(), N, "every event of the last requests is on disk");
+    assert_eq!(lines.last().and_then(|l| l["path"].as_str()), Some(format!("/req/{}", N - 1).as_str()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let audit = std::fs::read_to_string(audit_path(&pki)).unwrap_or_default();
+    for token in [&good, &bad, &forged] {
+        assert!(!stderr.contains(token.as_str()), "a raw token reached the process log");
+        assert!(!audit.contains(token.as_str()), "a raw token reached the audit log");
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        assert!(!stderr.contains(signature) && !audit.contains(signature));
+    }
+    assert!(stderr.contains(&sha256_prefix(&bad)), "refusals are logged with the token's fingerprint");
+    for line in stderr.lines() {
+        assert!(serde_json::from_str::<Value>(line).is_ok(), "stderr line is not JSON: {line}");
+    }
+}
