@@ -281,7 +281,17 @@ async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
         assert!(!stderr.contains(signature) && !audit.contains(signature));
     }
     assert!(stderr.contains(&sha256_prefix(&bad)), "refusals are logged with the token's fingerprint");
-    for line in stderr.lines() {
-        assert!(serde_json::from_str::<Value>(line).is_ok(), "stderr line is not JSON: {line}");
-    }
+    let logs: Vec<Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("stderr line is not JSON ({e}): {line}")))
+        .collect();
+    let refusal = logs
+        .iter()
+        .find(|l| l["message"] == "request refused" && l["token_sha256"] == sha256_prefix(&bad))
+        .unwrap_or_else(|| panic!("no refusal logged for the expired token"));
+    assert_eq!(refusal["reason"], "expired");
+    assert_eq!(refusal["status"], 401);
+    assert_eq!(refusal["route"], "all");
+    assert_eq!(refusal["span"]["name"], "request", "logged inside the request span");
+    assert_eq!(refusal["span"]["request_id"], refusal["request_id"]);
 }
