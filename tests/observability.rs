@@ -295,3 +295,105 @@ async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
     assert_eq!(refusal["span"]["name"], "request", "logged inside the request span");
     assert_eq!(refusal["span"]["request_id"], refusal["request_id"]);
 }
+
+#[tokio::test]
+async fn a_full_disk_is_counted_and_logged_and_requests_still_pass() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let upstream = EchoUpstream::start(&pki).await;
+    let config = format!(
+        "{}{}{}",
+        base_config(&pki, &upstream.url()).replace(&audit_path(&pki).display().to_string(), "/dev/full"),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+        open_route("all", "/", "gitlab")
+    );
+    let runway = Runway::start(&pki, &config).await;
+    runway.wait_ready().await;
+    let client = TestClient::new(&pki);
+    let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
+    for _ in 0..3 {
+        assert_eq!(client.get(&runway.url("/x"), Some(&token)).await.status, 200);
+    }
+    let mut errors = 0.0;
+    for _ in 0..100 {
+        let (_, text) = runway.admin_get("/metrics").await;
+        errors = value(&text, "runway_audit_write_errors_total", &[]).unwrap_or(0.0);
+        if errors >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(errors >= 1.0, "failed audit writes are counted");
+}
+
+#[tokio::test]
+async fn sighup_reopens_the_audit_file_for_logrotate() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let upstream = EchoUpstream::start(&pki).await;
+    let config = format!(
+        "{}{}{}",
+        base_config(&pki, &upstream.url()),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+        open_route("all", "/", "gitlab")
+    );
+    let path = pki.write_file("serve.toml", config.as_bytes());
+    let (port, admin) = (free_port(), free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_runway"))
+        .args(["serve", "-c"])
+        .arg(&path)
+        .env("RUNWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUNWAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    wait_for_port(port).await;
+    let client = TestClient::new(&pki);
+    let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
+    let get = |p: String| {
+        let client = &client;
+        let token = &token;
+        async move { client.get(&format!("https://localhost:{port}{p}"), Some(token)).await.status }
+    };
+    for _ in 0..100 {
+        if get("/warm".into()).await == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get("/before".into()).await, 200);
+    let rotated = pki.dir.path().join("audit.jsonl.1");
+    // logrotate: wait until the event is on disk, move the file, signal.
+    for _ in 0..100 {
+        if audit_lines(&pki).iter().any(|l| l["path"] == "/before") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    std::fs::rename(audit_path(&pki), &rotated).unwrap_or_else(|e| panic!("{e}"));
+    let hup = Command::new("kill").arg("-HUP").arg(child.id().to_string()).status();
+    assert!(hup.is_ok_and(|s| s.success()));
+    let mut reopened = false;
+    for _ in 0..100 {
+        if audit_path(&pki).exists() {
+            reopened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reopened, "SIGHUP did not reopen the audit file");
+    assert_eq!(get("/after".into()).await, 200);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(output.status.success(), "SIGHUP must not stop the process: {:?}", output.status);
+    let old = std::fs::read_to_string(&rotated).unwrap_or_default();
+    let new: Vec<String> = audit_lines(&pki).iter().filter_map(|l| l["path"].as_str().map(str::to_string)).collect();
+    assert!(old.contains("\"/before\"") && !old.contains("\"/after\""), "old file: {old}");
+    assert_eq!(new, vec!["/after".to_string()], "new events go to the reopened file");
+}
