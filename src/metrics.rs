@@ -179,6 +179,9 @@ impl Metrics {
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
         }
+        for kind in ["connect", "request", "timeout"] {
+            m.upstream_errors.with_label_values(&[kind]);
+        }
         Ok(m)
     }
 

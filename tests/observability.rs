@@ -397,3 +397,17 @@ async fn sighup_reopens_the_audit_file_for_logrotate() {
     assert!(old.contains("\"/before\"") && !old.contains("\"/after\""), "old file: {old}");
     assert_eq!(new, vec!["/after".to_string()], "new events go to the reopened file");
 }
+
+#[tokio::test]
+async fn alerting_series_exist_before_the_first_event() {
+    let pki = Pki::generate();
+    let upstream = EchoUpstream::start(&pki).await;
+    let runway = Runway::start(&pki, &format!("{}{}", base_config(&pki, &upstream.url()), "")).await;
+    let (_, text) = runway.admin_get("/metrics").await;
+    for kind in ["connect", "request", "timeout"] {
+        assert_eq!(value(&text, "runway_upstream_errors_total", &[("kind", kind)]), Some(0.0), "{kind}");
+    }
+    for result in ["ok", "error"] {
+        assert_eq!(value(&text, "runway_config_reloads_total", &[("result", result)]), Some(0.0));
+    }
+}
