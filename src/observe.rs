@@ -133,9 +133,9 @@ where
         let fut = self.inner.call(req).instrument(span.clone());
         let layer = self.layer.clone();
         Box::pin(async move {
-            let response = fut.await?;
+            let mut response = fut.await?;
             let elapsed = started.elapsed();
-            let outcome = response.extensions().get::<Outcome>().cloned().unwrap_or_default();
+            let outcome = response.extensions_mut().remove::<Outcome>().unwrap_or_default();
             let status = response.status();
             let route = outcome.route.as_ref().map_or("-", |r| r.name.as_str());
             span.record("route", route);
