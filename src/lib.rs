@@ -11,6 +11,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod dev;
 pub mod error;
 pub mod forward;
 pub mod headers;

@@ -10,12 +10,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser)]
 #[command(name = "runway", version = runway::VERSION, about = "Identity-aware reverse proxy in front of Kong")]
 struct Cli {
-    /// Log filter, RUST_LOG syntax (e.g. "info", "runway=debug").
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Json)]
-    log_format: LogFormat,
+    /// Log filter, RUST_LOG syntax (e.g. "info", "runway=debug"); default "info" ("warn" for `dev`).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// Log format on stderr; default json (text for `dev`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +34,12 @@ enum Command {
         #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
         config: PathBuf,
     },
+    /// A complete local demo: CA, token issuer, Kong stand-in and Runway on 127.0.0.1.
+    Dev {
+        /// Where to write the config, certificates and audit log (default: a new temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Validate a config and every file it names; contacts no network.
     Check {
         /// Config file (TOML or YAML).
@@ -44,10 +50,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level, cli.log_format);
+    let is_dev = matches!(cli.command, Command::Dev { .. });
+    let level = cli.log_level.unwrap_or_else(|| if is_dev { "warn" } else { "info" }.to_string());
+    let format = cli.log_format.unwrap_or(if is_dev { LogFormat::Text } else { LogFormat::Json });
+    init_logging(&level, format);
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Dev { dir } => dev(dir.unwrap_or_else(runway::dev::default_dir)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +92,21 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         c.upstream.url
     );
     Ok(())
+}
+
+fn dev(dir: PathBuf) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    rt.block_on(async move {
+        let demo = runway::dev::start(&dir).await?;
+        demo.run(|instructions| {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{instructions}");
+            let _ = out.flush();
+        })
+        .await?;
+        Ok(())
+    })
 }
 
 fn serve(path: &std::path::Path) -> anyhow::Result<()> {

@@ -86,6 +86,12 @@ impl Server {
         Ok(Server::bind(runtime).await?)
     }
 
+    /// A check of whether every issuer has usable keys (what `/readyz` reports), usable while serving.
+    pub fn readiness(&self) -> impl Fn() -> bool + Send + 'static {
+        let auth = self.runtime.auth.clone();
+        move || auth.issuers().iter().all(|i| i.keys.is_ready())
+    }
+
     /// The audit log, for reopening it on SIGHUP.
     pub fn audit(&self) -> Option<crate::audit::AuditLog> {
         self.runtime.telemetry.audit.clone()
