@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod dev;
 pub mod error;
+pub mod explain;
 pub mod forward;
 pub mod headers;
 pub mod layer;

@@ -40,6 +40,25 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run one request through routing, verification and policy without forwarding; print every step.
+    /// Exit 0 allow, 1 deny (404/405 included), 2 usage or config error.
+    Explain {
+        /// Config file (TOML or YAML).
+        #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
+        config: PathBuf,
+        /// Request method.
+        #[arg(long)]
+        method: String,
+        /// Request URL, e.g. https://deploy.example.com/deploy/production.
+        #[arg(long)]
+        url: String,
+        /// Bearer token.
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// File holding the bearer token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Validate a config and every file it names; contacts no network.
     Check {
         /// Config file (TOML or YAML).
@@ -58,6 +77,15 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
         Command::Dev { dir } => dev(dir.unwrap_or_else(runway::dev::default_dir)),
+        Command::Explain { config, method, url, token, token_file } => {
+            return match explain(&config, &method, &url, token, token_file) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("runway: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,6 +120,38 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         c.upstream.url
     );
     Ok(())
+}
+
+fn explain(
+    path: &std::path::Path,
+    method: &str,
+    url: &str,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let method = http::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| anyhow::anyhow!("--method: \"{method}\" is not an HTTP method"))?;
+    let url: http::Uri = url.parse().map_err(|e| anyhow::anyhow!("--url: \"{url}\" is not a URL ({e})"))?;
+    if url.path_and_query().is_none() || !url.path().starts_with('/') {
+        anyhow::bail!("--url: give an absolute URL such as https://deploy.example.com/deploy/production");
+    }
+    let token = match (token, token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("--token-file: {}", file.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let config = runway::config::load(path)?;
+    let telemetry = runway::proxy::Telemetry { metrics: Arc::new(runway::metrics::Metrics::new()?), audit: None };
+    let runtime = runway::proxy::Runtime::build(config, telemetry)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let (verdict, report) = rt.block_on(runway::explain::explain(&runtime, &method, &url, token.as_deref()));
+    print!("{report}");
+    Ok(if verdict == runway::explain::Verdict::Allow { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn dev(dir: PathBuf) -> anyhow::Result<()> {

@@ -100,6 +100,37 @@ struct Rule {
     conditions: Vec<Condition>,
 }
 
+/// One allow rule evaluated against an identity.
+#[derive(Debug, Clone)]
+pub struct RuleReport {
+    /// The rule's issuer.
+    pub issuer: String,
+    /// Whether the token came from that issuer.
+    pub issuer_matches: bool,
+    /// Each condition.
+    pub conditions: Vec<ConditionReport>,
+}
+
+impl RuleReport {
+    /// The rule allows: right issuer, every condition met.
+    pub fn allows(&self) -> bool {
+        self.issuer_matches && self.conditions.iter().all(|c| c.passed)
+    }
+}
+
+/// One claim condition evaluated against an identity.
+#[derive(Debug, Clone)]
+pub struct ConditionReport {
+    /// Claim name or pointer.
+    pub claim: String,
+    /// The claim's value as JSON, or `(missing)`.
+    pub actual: String,
+    /// What the rule expects.
+    pub expected: String,
+    /// Verdict.
+    pub passed: bool,
+}
+
 /// A route's compiled allow rules.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -128,6 +159,30 @@ impl Policy {
             })
             .collect();
         Policy { rules }
+    }
+
+    /// Every rule and condition with the claim's actual value and the verdict, for `runway explain`.
+    pub fn report(&self, identity: &Identity) -> Vec<RuleReport> {
+        self.rules
+            .iter()
+            .map(|rule| RuleReport {
+                issuer: rule.issuer.clone(),
+                issuer_matches: rule.issuer == identity.issuer,
+                conditions: rule
+                    .conditions
+                    .iter()
+                    .map(|c| {
+                        let actual = c.claim.lookup(&identity.claims).map_or("(missing)".to_string(), Value::to_string);
+                        ConditionReport {
+                            claim: c.claim.as_str().to_string(),
+                            actual,
+                            expected: c.expected.clone(),
+                            passed: c.matches(&identity.claims),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Allows, or explains the refusal.

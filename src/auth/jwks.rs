@@ -150,6 +150,12 @@ impl KeyStore {
         self.refresh_locked(&mut state).await.ok().map(|_| self.current())
     }
 
+    /// Loads remote keys once, now (for one-shot tools such as `runway explain`).
+    pub async fn load_now(&self) -> Result<(), JwksError> {
+        let mut state = self.fetch.lock().await;
+        self.refresh_locked(&mut state).await.map(|_| ())
+    }
+
     /// Keeps remote keys fresh until the task is dropped: every `refresh_interval`, sooner when the IdP's
     /// `max-age` asks for it (but never more often than `kid_refetch_interval`), and with a capped backoff
     /// while the IdP fails.

@@ -133,15 +133,22 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    /// Verifies a parsed token that names this issuer.
+    /// Verifies a parsed token that names this issuer: header, signature, claims, then the identity.
     pub async fn verify(&self, jwt: &Jwt<'_>, token_fingerprint: &str) -> Result<Identity, AuthError> {
         let alg = jwt.check_header(&self.config.algorithms)?;
+        self.verify_signature(jwt, alg).await?;
+        jwt::check_claims(&jwt.claims, &self.claim_rules(), unix_now())?;
+        Identity::from_claims(&self.config, jwt.claims.clone(), token_fingerprint)
+    }
+
+    /// Checks the signature with this issuer's keys; an unknown kid triggers the (rate-limited) refetch.
+    pub async fn verify_signature(&self, jwt: &Jwt<'_>, alg: jsonwebtoken::Algorithm) -> Result<(), AuthError> {
         let keys = self.keys.current();
         if !keys.loaded {
             return Err(AuthError::KeysUnavailable { issuer: self.config.name.clone() });
         }
         let kid = jwt.header.kid.as_deref();
-        let verified = match verify_with(&keys, kid, alg, jwt) {
+        match verify_with(&keys, kid, alg, jwt) {
             Err(AuthError::Invalid { reason: Reason::UnknownKey, .. }) if kid.is_some() => {
                 match self.keys.refetch_for_unknown_kid(&keys).await {
                     Some(newer) => verify_with(&newer, kid, alg, jwt),
@@ -149,16 +156,17 @@ impl Issuer {
                 }
             }
             other => other,
-        };
-        verified?;
-        let rules = ClaimRules {
+        }
+    }
+
+    /// The claim rules this issuer imposes.
+    pub fn claim_rules(&self) -> ClaimRules<'_> {
+        ClaimRules {
             issuer: &self.config.issuer,
             audiences: &self.config.audiences,
             leeway: self.config.leeway,
             max_lifetime: self.config.max_token_lifetime,
-        };
-        jwt::check_claims(&jwt.claims, &rules, unix_now())?;
-        Identity::from_claims(&self.config, jwt.claims.clone(), token_fingerprint)
+        }
     }
 }
 
@@ -242,18 +250,23 @@ impl Authenticator {
         self.issuers.iter().map(|i| i.keys.clone().run_refresher()).collect()
     }
 
+    /// The issuer a token's (unverified) `iss` and `aud` point to, if any is configured.
+    pub fn issuer_for(&self, jwt: &Jwt<'_>) -> Option<&Arc<Issuer>> {
+        let candidates = self.by_iss.get(jwt.issuer()?)?;
+        candidates.iter().find(|i| audience_matches(&jwt.claims, &i.config.audiences)).or(candidates.first())
+    }
+
     /// Verifies a bearer token and returns who presented it.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, Refusal> {
         let fingerprint = fingerprint(token);
         let jwt = Jwt::parse(token)?;
-        let iss = jwt.issuer().ok_or_else(|| AuthError::invalid(Reason::WrongIssuer, "token has no iss"))?;
-        let candidates = self
-            .by_iss
-            .get(iss)
+        if jwt.issuer().is_none() {
+            return Err(AuthError::invalid(Reason::WrongIssuer, "token has no iss").into());
+        }
+        // Several entries may share an iss with different audiences: issuer_for prefers the one the token is for.
+        let issuer = self
+            .issuer_for(&jwt)
             .ok_or_else(|| AuthError::invalid(Reason::WrongIssuer, "token issuer is not trusted here"))?;
-        // Several entries may share an iss with different audiences: prefer the one the token is for.
-        let issuer =
-            candidates.iter().find(|i| audience_matches(&jwt.claims, &i.config.audiences)).unwrap_or(&candidates[0]);
         self.metrics.token_cache_misses.inc();
         issuer
             .verify(&jwt, &fingerprint)

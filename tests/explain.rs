@@ -1,0 +1,135 @@
+//! `runway explain`: the route, each verification step, each rule and condition with the actual claim value,
+//! the headers Kong would get; exit 0 allow, 1 deny (404/405 included), 2 usage or config error.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use serde_json::json;
+use support::*;
+
+const AUD: &str = "https://deploy.example.com";
+const ISS: &str = "https://gitlab.example.com";
+
+fn setup() -> (Pki, SigningKey, std::path::PathBuf) {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let jwks_file = pki.write_file("jwks.json", jwks(&[&key]).to_string().as_bytes());
+    let config = format!(
+        "{}{}{}",
+        base_config(&pki, "https://127.0.0.1:1"),
+        issuer_block("gitlab", "gitlab", ISS, AUD, &format!("jwks_file = \"{}\"", jwks_file.display())),
+        r#"
+[[routes]]
+name = "deploy-production"
+path_prefix = "/deploy/production"
+methods = ["POST"]
+[[routes.allow]]
+issuer = "gitlab"
+claims = { project_path = ["platform/api", "platform/tools/*"], environment = "production" }
+
+[[routes]]
+name = "status"
+path_prefix = "/status"
+anonymous = true
+"#
+    );
+    let path = pki.write_file("explain.toml", config.as_bytes());
+    (pki, key, path)
+}
+
+fn explain(config: &std::path::Path, method: &str, url: &str, token: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runway"));
+    cmd.arg("explain").arg("-c").arg(config).args(["--method", method, "--url", url]);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn allowed_request_prints_every_step_and_the_headers() {
+    let (_pki, key, config) = setup();
+    let token = key.mint(&claims(ISS, AUD, json!({"project_path": "platform/tools/cli", "environment": "production"})));
+    let out = explain(&config, "POST", "https://deploy.example.com/deploy/production/app", Some(&token));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for expected in [
+        "route:     \"deploy-production\"",
+        "header:    alg RS256, kid k1, typ JWT",
+        "issuer:    \"gitlab\" (kind gitlab",
+        "signature: valid",
+        "  exp      ",
+        "  iat      ",
+        "project_path = \"platform/tools/cli\", expected one of [\"platform/api\",\"platform/tools/*\"]: ok",
+        "environment = \"production\", expected \"production\": ok",
+        "x-runway-subject: user-1",
+        "x-runway-project: platform/tools/cli",
+        "decision:  allow",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains(&token), "the token is not echoed");
+}
+
+#[test]
+fn denied_request_names_the_failing_condition() {
+    let (_pki, key, config) = setup();
+    let token = key.mint(&claims(ISS, AUD, json!({"project_path": "platform/api", "environment": "staging"})));
+    let out = explain(&config, "POST", "https://deploy.example.com/deploy/production", Some(&token));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("environment = \"staging\", expected \"production\": FAILS"), "{text}");
+    assert!(text.contains("refusal:   403"), "{text}");
+    assert!(text.contains("decision:  deny"));
+    assert!(!text.contains("headers to Kong"), "nothing is forwarded on an enforced deny");
+}
+
+#[test]
+fn refused_tokens_say_why() {
+    let (_pki, key, config) = setup();
+    let t = now();
+    let expired = key.mint(&claims(ISS, AUD, json!({"iat": t - 900, "exp": t - 600})));
+    let out = explain(&config, "POST", "https://x/deploy/production", Some(&expired));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("refusal:   401 token expired"), "{text}");
+    assert!(text.contains("s ago)"), "the actual exp is shown relative to now: {text}");
+    let forged = SigningKey::rsa("k1").mint(&claims(ISS, AUD, json!({})));
+    let text = stdout(&explain(&config, "POST", "https://x/deploy/production", Some(&forged)));
+    assert!(text.contains("401 token signature does not verify"), "{text}");
+    let text = stdout(&explain(&config, "POST", "https://x/deploy/production", None));
+    assert!(text.contains("token:     none given") && text.contains("401"), "{text}");
+}
+
+#[test]
+fn routing_outcomes_and_exit_codes() {
+    let (pki, _key, config) = setup();
+    let out = explain(&config, "GET", "https://x/nowhere", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("-> 404"));
+    let out = explain(&config, "GET", "https://x/deploy/production", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("-> 405"));
+    let out = explain(&config, "GET", "https://x/status", None);
+    assert_eq!(out.status.code(), Some(0), "anonymous routes are allowed without a token");
+    assert!(stdout(&out).contains("x-runway-route: status"));
+
+    let bad = pki.write_file("bad.toml", b"[server]\nlisen = 1\n");
+    let out = explain(&bad, "GET", "https://x/", None);
+    assert_eq!(out.status.code(), Some(2), "config error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server"));
+    let out = explain(&config, "GET", "not a url at all", None);
+    assert_eq!(out.status.code(), Some(2), "bad --url");
+    let missing = Command::new(env!("CARGO_BIN_EXE_runway"))
+        .args(["explain", "-c"])
+        .arg(&config)
+        .args(["--url", "https://x/"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(missing.status.code(), Some(2), "usage error: --method missing");
+}
