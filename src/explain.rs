@@ -116,10 +116,10 @@ async fn verify(runtime: &Runtime, token: Option<&str>, out: &mut String) -> Res
     let _ = writeln!(out, "issuer:    \"{}\" (kind {}, iss {})", c.name, c.kind.as_str(), c.issuer);
     let alg = jwt.check_header(&c.algorithms)?;
     let _ = writeln!(out, "algorithm: {alg:?} allowed for this issuer");
-    if !issuer.keys.current().loaded {
-        if let Err(e) = issuer.keys.load_now().await {
-            let _ = writeln!(out, "keys:      could not be loaded: {e}");
-        }
+    if !issuer.keys.current().loaded
+        && let Err(e) = issuer.keys.load_now().await
+    {
+        let _ = writeln!(out, "keys:      could not be loaded: {e}");
     }
     let _ = writeln!(out, "keys:      {} usable", issuer.keys.current().len());
     issuer.verify_signature(&jwt, alg).await?;
