@@ -154,11 +154,11 @@ where
     ) -> Result<Response<Incoming>, UpstreamError> {
         let authority = match host {
             Some(h) if self.preserve_host => h,
-            _ => {
-                req.headers_mut().remove(http::header::HOST);
-                self.authority.clone()
-            }
+            _ => self.authority.clone(),
         };
+        // The host travels in the URI authority only: hyper writes `Host` from it for HTTP/1.1, and h2 sends
+        // `:authority` alone (nginx and OpenResty refuse a request carrying both `:authority` and `host`).
+        req.headers_mut().remove(http::header::HOST);
         let mut parts = req.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTPS);
         parts.authority = Some(authority);

@@ -2,6 +2,7 @@
 //! `https://localhost:PORT` and `https://127.0.0.1:PORT` URLs, HTTP/1.1 or h2-only.
 
 use std::convert::Infallible;
+use std::path::Path;
 
 use aws_lc_rs::digest;
 use bytes::Bytes;
@@ -69,8 +70,17 @@ impl TestClient {
         TestClient::build(pki, b"h2", true)
     }
 
+    /// HTTP/1.1 client presenting `cert`/`key` as its client certificate (see
+    /// [`Pki::client_config_with_cert`]), for talking to an mTLS upstream directly.
+    pub fn with_client_cert(pki: &Pki, cert: &Path, key: &Path) -> TestClient {
+        TestClient::from_tls((*pki.client_config_with_cert(cert, key)).clone(), b"http/1.1", false)
+    }
+
     fn build(pki: &Pki, alpn: &[u8], http2_only: bool) -> TestClient {
-        let mut tls = (*pki.client_config()).clone();
+        TestClient::from_tls((*pki.client_config()).clone(), alpn, http2_only)
+    }
+
+    fn from_tls(mut tls: rustls::ClientConfig, alpn: &[u8], http2_only: bool) -> TestClient {
         tls.alpn_protocols = vec![alpn.to_vec()];
         let mut http = HttpConnector::new();
         http.enforce_http(false);
