@@ -73,10 +73,11 @@ impl Runtime {
         let upstream = Upstream::new(&config.upstream, config.server.max_body_bytes)?;
         let fetcher = Fetcher::new(tls::public_client_config()?);
         let auth =
-            Authenticator::new(&config.issuers, &fetcher, telemetry.metrics.clone()).map_err(|(name, source)| {
-                let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
-                BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
-            })?;
+            Authenticator::new(&config.issuers, &fetcher, telemetry.metrics.clone(), config.server.token_cache_size)
+                .map_err(|(name, source)| {
+                    let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
+                    BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
+                })?;
         Ok(Runtime {
             routes: Arc::new(RouteTable::new(&config.routes)),
             auth: Arc::new(auth),

@@ -125,7 +125,10 @@ async fn metrics_and_audit_describe_every_request() {
     assert_eq!(v("runway_jwks_keys", &[("issuer", "gitlab")]), Some(1.0));
     assert!(v("runway_jwks_refresh_total", &[("issuer", "gitlab"), ("result", "ok")]).is_some_and(|n| n >= 1.0));
     assert!(v("runway_jwks_last_success_timestamp_seconds", &[("issuer", "gitlab")]).is_some_and(|ts| ts > 1.6e9));
-    assert_eq!(v("runway_token_cache_misses_total", &[]), Some(5.0), "five tokens were fully verified");
+    // good (verified, then a hit), staging (verified, then a hit on the shadow route), expired (verified and
+    // refused, never cached); garbage never reaches an issuer.
+    assert_eq!(v("runway_token_cache_misses_total", &[]), Some(3.0), "three tokens were fully verified");
+    assert_eq!(v("runway_token_cache_hits_total", &[]), Some(2.0), "repeats skip the signature check");
     assert_eq!(v("runway_build_info", &[("version", ::runway::VERSION)]), Some(1.0));
     assert_eq!(v("runway_config_reloads_total", &[("result", "error")]), Some(0.0));
     assert!(v("runway_connections_active", &[]).is_some());

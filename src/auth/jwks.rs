@@ -119,6 +119,11 @@ impl KeyStore {
         self.current.load_full()
     }
 
+    /// The current key set's generation (cheap: no reference count taken).
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
     /// Whether keys were ever loaded and at least one is usable.
     pub fn is_ready(&self) -> bool {
         let keys = self.current.load();

@@ -83,9 +83,9 @@ where
                 }
                 Some(Credential::Present(value)) => match bearer_token(Some(value)) {
                     Ok(Some(token)) => {
-                        let fingerprint = TokenFingerprint(super::fingerprint(token));
-                        req.extensions_mut().insert(fingerprint);
-                        auth.authenticate(token).await
+                        let digest = super::TokenDigest::of(token);
+                        req.extensions_mut().insert(TokenFingerprint(digest.fingerprint()));
+                        auth.authenticate(token, &digest).await
                     }
                     Ok(None) => Err(AuthError::Missing.into()),
                     Err(e) => Err(e.into()),
@@ -93,7 +93,7 @@ where
             };
             match result {
                 Ok(identity) => {
-                    req.extensions_mut().insert(Arc::new(identity));
+                    req.extensions_mut().insert(identity);
                     inner.call(req).await
                 }
                 Err(Refusal { issuer, error }) => {

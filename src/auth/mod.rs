@@ -3,6 +3,7 @@
 //! `jwt` parses and checks tokens, `keys` and `jwks` own each issuer's keys, `fetch` talks to identity
 //! providers, `identity` turns verified claims into the headers Kong receives.
 
+pub mod cache;
 pub mod fetch;
 pub mod identity;
 pub mod jwks;
@@ -16,6 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
+pub use cache::TokenDigest;
+use cache::{TokenCache, Verified};
 pub use identity::Identity;
 use jwks::{JwksError, KeyStore};
 use jwt::{ClaimRules, Jwt};
@@ -204,6 +207,7 @@ pub struct Authenticator {
     issuers: Vec<Arc<Issuer>>,
     by_iss: HashMap<String, Vec<Arc<Issuer>>>,
     metrics: Arc<Metrics>,
+    cache: TokenCache,
 }
 
 /// A refused token, with the issuer it was checked against when one was found.
@@ -228,6 +232,7 @@ impl Authenticator {
         configs: &[IssuerConfig],
         fetcher: &Fetcher,
         metrics: Arc<Metrics>,
+        cache_capacity: usize,
     ) -> Result<Self, (String, JwksError)> {
         let mut issuers = Vec::with_capacity(configs.len());
         let mut by_iss: HashMap<String, Vec<Arc<Issuer>>> = HashMap::new();
@@ -237,7 +242,7 @@ impl Authenticator {
             by_iss.entry(config.issuer.clone()).or_default().push(issuer.clone());
             issuers.push(issuer);
         }
-        Ok(Authenticator { issuers, by_iss, metrics })
+        Ok(Authenticator { issuers, by_iss, metrics, cache: TokenCache::new(cache_capacity) })
     }
 
     /// The issuers, in config order.
@@ -257,8 +262,15 @@ impl Authenticator {
     }
 
     /// Verifies a bearer token and returns who presented it.
-    pub async fn authenticate(&self, token: &str) -> Result<Identity, Refusal> {
-        let fingerprint = fingerprint(token);
+    /// `digest` is the token's SHA-256 ([`TokenDigest::of`]), computed once by the caller.
+    pub async fn authenticate(&self, token: &str, digest: &TokenDigest) -> Result<Arc<Identity>, Refusal> {
+        let now = unix_now();
+        if let Some(hit) = self.cache.get(digest, now)
+            && self.issuers.get(hit.issuer).is_some_and(|i| i.keys.generation() == hit.generation)
+        {
+            self.metrics.token_cache_hits.inc();
+            return Ok(hit.identity.clone());
+        }
         let jwt = Jwt::parse(token)?;
         if jwt.issuer().is_none() {
             return Err(AuthError::invalid(Reason::WrongIssuer, "token has no iss").into());
@@ -268,10 +280,18 @@ impl Authenticator {
             .issuer_for(&jwt)
             .ok_or_else(|| AuthError::invalid(Reason::WrongIssuer, "token issuer is not trusted here"))?;
         self.metrics.token_cache_misses.inc();
-        issuer
-            .verify(&jwt, &fingerprint)
+        let generation = issuer.keys.generation();
+        let identity = issuer
+            .verify(&jwt, &digest.fingerprint())
             .await
-            .map_err(|error| Refusal { issuer: Some(issuer.config.name.clone()), error })
+            .map(Arc::new)
+            .map_err(|error| Refusal { issuer: Some(issuer.config.name.clone()), error })?;
+        let exp = jwt.claims.get("exp").and_then(Value::as_f64).unwrap_or(now);
+        if let Some(index) = self.issuers.iter().position(|i| Arc::ptr_eq(i, issuer)) {
+            let verified = Verified { identity: identity.clone(), issuer: index, generation, exp };
+            self.cache.insert(*digest, Arc::new(verified));
+        }
+        Ok(identity)
     }
 }
 
@@ -285,8 +305,7 @@ fn audience_matches(claims: &Value, audiences: &[String]) -> bool {
 
 /// The first 16 hex digits of the SHA-256 of the presented token: safe to log, enough to correlate.
 pub fn fingerprint(token: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    TokenDigest::of(token).fingerprint()
 }
 
 /// Extracts the bearer token from an `Authorization` value. `Ok(None)` when the header is absent or not a

@@ -34,6 +34,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default body cap (100 MiB).
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 104_857_600;
+/// Default number of verified tokens remembered.
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 10_000;
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default upstream response timeout.
@@ -118,6 +120,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Largest request body; `None` = unlimited.
     pub max_body_bytes: Option<u64>,
+    /// Verified tokens remembered; 0 = no cache.
+    pub token_cache_size: usize,
 }
 
 /// `[admin]`.

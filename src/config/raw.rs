@@ -58,6 +58,8 @@ pub struct RawServer {
     pub max_connections: Option<u64>,
     /// Largest request body forwarded; 0 = unlimited.
     pub max_body_bytes: Option<u64>,
+    /// Verified tokens remembered; 0 disables the cache.
+    pub token_cache_size: Option<u64>,
 }
 
 /// `[admin]`.

@@ -41,6 +41,9 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         },
+        token_cache_size: s
+            .token_cache_size
+            .map_or(DEFAULT_TOKEN_CACHE_SIZE, |n| usize::try_from(n).unwrap_or(usize::MAX)),
         max_body_bytes: match s.max_body_bytes {
             None => Some(DEFAULT_MAX_BODY_BYTES),
             Some(0) => None,
