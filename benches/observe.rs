@@ -28,6 +28,7 @@ fn outcome() -> Outcome {
         methods: None,
         anonymous: false,
         mode: RouteMode::Enforce,
+        one_time: false,
         allow: vec![],
     }]);
     let route = routes.find(None, "/deploy/app", &Method::POST).ok();

@@ -1,5 +1,6 @@
 //! The admin listener (plain HTTP, meant for loopback or the pod network): `/metrics` (Prometheus text),
-//! `/healthz` while the process serves, `/readyz` once every issuer has usable keys.
+//! `/healthz` while the process serves, `/readyz` once every issuer has usable keys, and with
+//! `[assertion]` the assertion public keys at `/.well-known/jwks.json`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,11 +17,12 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 use crate::metrics::Metrics;
 
-/// Serves until `stop` turns true.
+/// Serves until `stop` turns true. `jwks` is the assertion key set, when `[assertion]` is configured.
 pub async fn serve(
     listener: TcpListener,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
+    jwks: Option<Bytes>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -37,18 +39,25 @@ pub async fn serve(
         };
         let auth = auth.clone();
         let metrics = metrics.clone();
+        let jwks = jwks.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let auth = auth.clone();
                 let metrics = metrics.clone();
-                async move { Ok::<_, Infallible>(handle(req, &auth, &metrics)) }
+                let jwks = jwks.clone();
+                async move { Ok::<_, Infallible>(handle(req, &auth, &metrics, jwks)) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }
 
-fn handle(req: Request<Incoming>, auth: &Authenticator, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn handle(
+    req: Request<Incoming>,
+    auth: &Authenticator,
+    metrics: &Metrics,
+    jwks: Option<Bytes>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
@@ -62,6 +71,16 @@ fn handle(req: Request<Incoming>, auth: &Authenticator, metrics: &Metrics) -> Re
                 .insert(CONTENT_TYPE, http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             response
         }
+        "/.well-known/jwks.json" => match jwks {
+            Some(jwks) => {
+                let mut response = Response::new(Full::new(jwks));
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, http::HeaderValue::from_static("application/jwk-set+json"));
+                headers.insert(http::header::CACHE_CONTROL, http::HeaderValue::from_static("max-age=300"));
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "not found: no [assertion] configured\n"),
+        },
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

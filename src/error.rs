@@ -7,8 +7,10 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use crate::ResponseBody;
-use crate::auth::AuthError;
+use crate::assertion::AssertionError;
+use crate::auth::{AuthError, Reason};
 use crate::forward::UpstreamError;
+use crate::replay::ReplayError;
 use crate::routing::RouteError;
 
 /// Why Runway answered instead of Kong.
@@ -54,6 +56,12 @@ pub enum Rejection {
     /// A dependency is not ready (issuer keys never loaded).
     #[error("{0}")]
     Unavailable(String),
+    /// A `one_time` route whose replay store cannot answer: refused rather than risk a replay.
+    #[error("the replay store is unavailable ({0})")]
+    ReplayUnavailable(#[source] crate::replay::StoreError),
+    /// The identity assertion could not be made.
+    #[error(transparent)]
+    AssertionFailed(crate::assertion::AssertionError),
     /// Kong unreachable, TLS failure, broken response.
     #[error("upstream: {0}")]
     BadGateway(String),
@@ -83,6 +91,26 @@ impl From<AuthError> for Rejection {
     }
 }
 
+impl From<ReplayError> for Rejection {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::MissingJti => {
+                Rejection::Unauthorized(AuthError::invalid(Reason::MissingJti, ReplayError::MissingJti.to_string()))
+            }
+            ReplayError::Replayed => {
+                Rejection::Unauthorized(AuthError::invalid(Reason::Replayed, ReplayError::Replayed.to_string()))
+            }
+            ReplayError::Store(store) => Rejection::ReplayUnavailable(store),
+        }
+    }
+}
+
+impl From<AssertionError> for Rejection {
+    fn from(e: AssertionError) -> Self {
+        Rejection::AssertionFailed(e)
+    }
+}
+
 impl From<UpstreamError> for Rejection {
     fn from(e: UpstreamError) -> Self {
         match e {
@@ -105,7 +133,8 @@ impl Rejection {
             Rejection::Forbidden { .. } => StatusCode::FORBIDDEN,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Unavailable(_) | Rejection::ReplayUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::AssertionFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Rejection::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -122,6 +151,8 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => "body_too_large",
             Rejection::HeadersTooLarge { .. } => "headers_too_large",
             Rejection::Unavailable(_) => "keys_unavailable",
+            Rejection::ReplayUnavailable(_) => "replay_store_unavailable",
+            Rejection::AssertionFailed(_) => "assertion_failed",
             Rejection::BadGateway(_) => "upstream_error",
             Rejection::GatewayTimeout(_) => "upstream_timeout",
         }
@@ -167,6 +198,9 @@ impl Rejection {
             Rejection::Unavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            Rejection::ReplayUnavailable(_) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         response
@@ -188,7 +222,6 @@ fn quoted_string_safe(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Reason;
     use http_body_util::BodyExt;
 
     fn body(r: Response<ResponseBody>) -> serde_json::Value {
@@ -217,6 +250,24 @@ mod tests {
             (Rejection::PayloadTooLarge { limit: 1 }, 413, None),
             (Rejection::HeadersTooLarge { limit: 1 }, 431, None),
             (Rejection::Unavailable("keys".into()), 503, None),
+            (
+                Rejection::from(ReplayError::Replayed),
+                401,
+                Some("Bearer realm=\"runway\", error=\"invalid_token\", error_description=\"token already used\""),
+            ),
+            (
+                Rejection::from(ReplayError::MissingJti),
+                401,
+                Some("Bearer realm=\"runway\", error=\"invalid_token\", error_description=\"token has no jti\""),
+            ),
+            (
+                Rejection::from(ReplayError::Store(crate::replay::StoreError::Timeout(
+                    std::time::Duration::from_secs(1),
+                ))),
+                503,
+                None,
+            ),
+            (Rejection::from(AssertionError::Sign), 500, None),
             (Rejection::BadGateway("x".into()), 502, None),
             (Rejection::GatewayTimeout("x".into()), 504, None),
         ];

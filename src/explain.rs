@@ -74,7 +74,20 @@ async fn run(runtime: &Runtime, method: &Method, url: &Uri, token: Option<&str>,
     }
     match route.policy.evaluate(&identity) {
         Ok(()) => {
+            if route.one_time {
+                match identity.claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()) {
+                    Some(jti) => {
+                        let _ =
+                            writeln!(out, "replay:    one_time route: jti {jti:?} passes once (explain uses none up)");
+                    }
+                    None => return refuse(out, &route, "token has no jti (one_time route)", 401, url),
+                }
+            }
             headers(out, &route.name, Some(&identity), url);
+            if let Some(a) = &runtime.assertion {
+                let _ =
+                    writeln!(out, "  {}: Bearer <ES256 assertion, kid {}, ttl from [assertion]>", a.header(), a.kid());
+            }
             Verdict::Allow
         }
         Err(detail) => refuse(out, &route, &detail, 403, url),

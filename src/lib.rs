@@ -2,12 +2,14 @@
 //!
 //! A request's path through the crate, in order: [`server`] accepts and terminates TLS ([`tls`]),
 //! [`proxy`] composes the pipeline: [`request_id`], [`limit`] (timeout), [`headers`] (strip what the
-//! client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?), [`limit`]
-//! (body cap), [`headers`] (say who they are), then [`forward`] to Kong over mTLS. [`error`] turns every
+//! client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?), [`replay`] (a
+//! `one_time` route's token passes once), [`limit`] (body cap), [`headers`] (say who they are),
+//! [`assertion`] (and sign it), then [`forward`] to Kong over mTLS. [`error`] turns every
 //! refusal into a response; [`observe`] records [`metrics`] and the [`audit`] trail for every request;
 //! [`admin`] serves metrics, health and readiness; [`config`] loads and validates it all.
 
 pub mod admin;
+pub mod assertion;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod metrics;
 pub mod observe;
 pub mod policy;
 pub mod proxy;
+pub mod replay;
 pub mod request_id;
 pub mod routing;
 pub mod server;

@@ -65,6 +65,22 @@ enum Command {
         #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
         config: PathBuf,
     },
+    /// The identity assertion keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print the PEM public key(s) of the `[assertion]` key file, signing key first (for Kong's
+    /// `jwt_secrets`). Exit 1 if the config has no `[assertion]`.
+    Public {
+        /// Config file (TOML or YAML).
+        #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +91,7 @@ fn main() -> ExitCode {
     init_logging(&level, format);
     let result = match cli.command {
         Command::Check { config } => check(&config),
+        Command::Keys { command: KeysCommand::Public { config } } => keys_public(&config),
         Command::Serve { config } => serve(&config),
         Command::Dev { dir } => dev(dir.unwrap_or_else(runway::dev::default_dir)),
         Command::Explain { config, method, url, token, token_file } => {
@@ -119,6 +136,16 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         c.admin.listen,
         c.upstream.url
     );
+    Ok(())
+}
+
+fn keys_public(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = runway::config::load(path)?;
+    let Some(assertion) = &config.assertion else {
+        anyhow::bail!("{}: no [assertion] section: there is no signing key", path.display());
+    };
+    let keys = runway::assertion::Assertions::load(assertion, &config.audit.claims).context("assertion.key")?;
+    print!("{}", keys.public_pem());
     Ok(())
 }
 

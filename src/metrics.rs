@@ -43,6 +43,10 @@ pub mod names {
     pub const AUDIT_WRITE_ERRORS_TOTAL: &str = "audit_write_errors_total";
     /// Audit events written.
     pub const AUDIT_EVENTS_TOTAL: &str = "audit_events_total";
+    /// Requests on `one_time` routes refused because their token's jti was already used.
+    pub const REPLAY_REFUSED_TOTAL: &str = "replay_refused_total";
+    /// Replay checks the store could not answer (each one a 503).
+    pub const REPLAY_STORE_ERRORS_TOTAL: &str = "replay_store_errors_total";
 }
 
 /// Latency buckets: fine below a millisecond (proxy overhead), coarse up to a minute (slow deploys).
@@ -85,6 +89,10 @@ pub struct Metrics {
     pub audit_write_errors: IntCounter,
     /// `audit_events_total`.
     pub audit_events: IntCounter,
+    /// `replay_refused_total`.
+    pub replay_refused: IntCounter,
+    /// `replay_store_errors_total`.
+    pub replay_store_errors: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -153,6 +161,14 @@ impl Metrics {
             ))?,
             audit_write_errors: IntCounter::with_opts(opts(AUDIT_WRITE_ERRORS_TOTAL, "Audit writes that failed."))?,
             audit_events: IntCounter::with_opts(opts(AUDIT_EVENTS_TOTAL, "Audit events written."))?,
+            replay_refused: IntCounter::with_opts(opts(
+                REPLAY_REFUSED_TOTAL,
+                "Requests on one_time routes refused because the token's jti was already used.",
+            ))?,
+            replay_store_errors: IntCounter::with_opts(opts(
+                REPLAY_STORE_ERRORS_TOTAL,
+                "Replay checks the store could not answer (each answered 503).",
+            ))?,
             registry,
         };
         let build_info = IntGaugeVec::new(opts(BUILD_INFO, "Build information."), &["version"])?;
@@ -175,6 +191,8 @@ impl Metrics {
         r.register(Box::new(m.audit_queue_waits.clone()))?;
         r.register(Box::new(m.audit_write_errors.clone()))?;
         r.register(Box::new(m.audit_events.clone()))?;
+        r.register(Box::new(m.replay_refused.clone()))?;
+        r.register(Box::new(m.replay_store_errors.clone()))?;
         // Series that alerting rules read from the start, so "absent" never hides "zero".
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);

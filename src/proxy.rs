@@ -9,6 +9,7 @@ use http::Request;
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
+use crate::assertion::{AssertionError, AssertionLayer, Assertions};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::auth::fetch::Fetcher;
@@ -20,6 +21,8 @@ use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
 use crate::policy::PolicyLayer;
+use crate::replay::ReplayLayer;
+use crate::replay::layer::Replay;
 use crate::request_id::RequestIdLayer;
 use crate::routing::{RouteLayer, RouteTable};
 use crate::tls::{self, TlsError};
@@ -38,6 +41,12 @@ pub enum BuildError {
         /// What is wrong.
         source: crate::auth::jwks::JwksError,
     },
+    /// The `[assertion]` key file.
+    #[error("assertion.key")]
+    Assertion(#[source] AssertionError),
+    /// The `[replay]` store.
+    #[error("replay.redis_url")]
+    Replay(#[source] redis::RedisError),
 }
 
 /// Everything built from one config.
@@ -54,6 +63,10 @@ pub struct Runtime {
     pub upstream: Arc<Upstream<CappedBody<Incoming>>>,
     /// Metrics and the audit log.
     pub telemetry: Telemetry,
+    /// The replay check, when a route is `one_time`.
+    pub replay: Option<Arc<Replay>>,
+    /// The identity assertion, when `[assertion]` is set.
+    pub assertion: Option<Arc<Assertions>>,
     audit_claims: Arc<[String]>,
 }
 
@@ -78,7 +91,21 @@ impl Runtime {
                     let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
                     BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
                 })?;
+        let assertion = match &config.assertion {
+            Some(a) => Some(Arc::new(Assertions::load(a, &config.audit.claims).map_err(BuildError::Assertion)?)),
+            None => None,
+        };
+        // Contacts nothing yet: a Redis store connects on first use.
+        let replay = match config.routes.iter().any(|r| r.one_time) {
+            true => {
+                let store = crate::replay::store(&config.replay).map_err(BuildError::Replay)?;
+                Some(Arc::new(Replay::new(store, &config, telemetry.metrics.clone())))
+            }
+            false => None,
+        };
         Ok(Runtime {
+            replay,
+            assertion,
             routes: Arc::new(RouteTable::new(&config.routes)),
             auth: Arc::new(auth),
             upstream: Arc::new(upstream),
@@ -122,10 +149,14 @@ impl Runtime {
             .layer(AuthLayer::new(self.auth.clone()))
             // 403: may they?
             .layer(PolicyLayer)
+            // 401/503 on one_time routes: after policy, so only an allowed request uses its jti up.
+            .layer(ReplayLayer::new(self.replay.clone()))
             // 413: only authorised bodies are read at all.
             .layer(BodyLimitLayer::new(server.max_body_bytes))
             // What Runway vouches for.
             .layer(IdentityHeadersLayer)
+            // ...and signs, for Kong's jwt plugin: replaces the client's copy of the header.
+            .layer(AssertionLayer::new(self.assertion.clone()))
             .service(Forward::new(self.upstream.clone(), self.telemetry.metrics.clone()))
     }
 }

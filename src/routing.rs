@@ -27,6 +27,8 @@ pub struct Route {
     pub anonymous: bool,
     /// Enforce or report.
     pub mode: RouteMode,
+    /// Each token's `jti` passes once.
+    pub one_time: bool,
     /// Compiled allow rules.
     pub policy: Policy,
 }
@@ -76,6 +78,7 @@ impl RouteTable {
                 allow_header,
                 anonymous: r.anonymous,
                 mode: r.mode,
+                one_time: r.one_time,
                 policy: Policy::compile(&r.allow),
             });
             let bucket = match &r.host {
@@ -186,6 +189,7 @@ mod tests {
             methods: methods.map(|m| m.iter().map(|s| Method::from_bytes(s.as_bytes()).expect("method")).collect()),
             anonymous: false,
             mode: RouteMode::Enforce,
+            one_time: false,
             allow: vec![],
         }
     }

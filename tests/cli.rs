@@ -123,6 +123,9 @@ fn example_dir() -> (Pki, PathBuf) {
     copy(&pki.client_key, "certs/runway-client-key.pem");
     let okta = SigningKey::rsa("okta-1");
     pki.write_file("jwks/okta.json", serde_json::to_string_pretty(&jwks(&[&okta])).unwrap_or_default().as_bytes());
+    // [assertion] key: EC P-256, PKCS#8 (rcgen's default key type).
+    let assertion = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("assertion key: {e}"));
+    pki.write_file("certs/assertion-key.pem", assertion.serialize_pem().as_bytes());
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
     let path = dir.join("example.toml");
     std::fs::copy(&example, &path).unwrap_or_else(|e| panic!("copying the example: {e}"));
@@ -136,7 +139,7 @@ fn check_accepts_the_example_config() {
     assert!(out.status.success(), "config/example.toml must pass `runway check`:\n{}", stderr(&out));
     let summary = stdout(&out);
     assert_eq!(summary.lines().count(), 1, "one line: {summary}");
-    assert!(summary.starts_with("ok: 4 issuer(s), 5 route(s); listen 0.0.0.0:8443, admin 127.0.0.1:9901"), "{summary}");
+    assert!(summary.starts_with("ok: 4 issuer(s), 6 route(s); listen 0.0.0.0:8443, admin 127.0.0.1:9901"), "{summary}");
     assert!(summary.contains("kong.internal:8443"), "{summary}");
     assert_json_lines(&stderr(&out));
 
@@ -144,7 +147,17 @@ fn check_accepts_the_example_config() {
     let out = run(runway().current_dir(pki.dir.path()).args(["check", "-c", "example.toml"]));
     assert!(out.status.success(), "{}", stderr(&out));
 
-    // The files it names are really read: without the JWKS file the example is refused.
+    // `keys public` prints the example's assertion key (the example's Redis is never contacted).
+    let out = run(runway().args(["keys", "public", "-c"]).arg(&path));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).matches("-----BEGIN PUBLIC KEY-----").count(), 1, "{}", stdout(&out));
+
+    // The files it names are really read: without the assertion key, or the JWKS file, it is refused.
+    let key = pki.dir.path().join("certs/assertion-key.pem");
+    std::fs::write(&key, "not a key").unwrap_or_else(|e| panic!("write: {e}"));
+    assert_refused(&check(&path), "assertion.key");
+    std::fs::remove_file(&key).unwrap_or_else(|e| panic!("rm: {e}"));
+    assert_refused(&check(&path), "assertion.key");
     std::fs::remove_file(pki.dir.path().join("jwks/okta.json")).unwrap_or_else(|e| panic!("rm: {e}"));
     assert_refused(&check(&path), "issuers[1].jwks_file");
 }

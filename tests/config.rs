@@ -490,10 +490,10 @@ fn bad_configs() -> Vec<Case> {
             "empty list matches nothing",
         ),
         case(
-            "one_time (not in this build)",
-            good_with("path_prefix = \"/jobs\"", "path_prefix = \"/jobs\"\none_time = true"),
-            "routes[2].one_time",
-            "not available in this build",
+            "one_time on an anonymous route",
+            good_with("anonymous = true", "anonymous = true\none_time = true"),
+            "routes[1].one_time",
+            "no jti to use up",
         ),
         // [upstream].
         case(
@@ -529,19 +529,85 @@ fn bad_configs() -> Vec<Case> {
             "upstream.server_name",
             "not a DNS name",
         ),
-        // [audit] and the sections not in this build.
+        // [audit], [replay], [assertion].
         case("empty audit path", format!("{GOOD}\n[audit]\npath = \"\"\n"), "audit.path", ""),
         case(
-            "[replay] (not in this build)",
-            format!("{GOOD}\n[replay]\nstore = \"memory\"\n"),
-            "replay",
-            "not available in this build",
+            "unknown replay store",
+            format!("{GOOD}\n[replay]\nstore = \"memcached\"\n"),
+            "replay.store",
+            "unknown store \"memcached\" (expected memory or redis)",
         ),
         case(
-            "[assertion] (not in this build)",
-            format!("{GOOD}\n[assertion]\nkey = \"certs/assertion-key.pem\"\n"),
-            "assertion",
-            "not available in this build",
+            "redis store without a URL",
+            format!("{GOOD}\n[replay]\nstore = \"redis\"\n"),
+            "replay.redis_url",
+            "required with store = \"redis\"",
+        ),
+        case(
+            "redis URL of another scheme",
+            format!("{GOOD}\n[replay]\nstore = \"redis\"\nredis_url = \"http://redis:6379\"\n"),
+            "replay.redis_url",
+            "must start with redis://",
+        ),
+        case(
+            "redis over TLS",
+            format!("{GOOD}\n[replay]\nstore = \"redis\"\nredis_url = \"rediss://redis:6380\"\n"),
+            "replay.redis_url",
+            "not supported",
+        ),
+        case(
+            "unparsable redis URL (the password is not echoed)",
+            format!("{GOOD}\n[replay]\nstore = \"redis\"\nredis_url = \"redis://:s3cret@redis:notaport\"\n"),
+            "replay.redis_url",
+            "not a usable Redis URL",
+        ),
+        case(
+            "unknown [replay] key",
+            format!("{GOOD}\n[replay]\nstore = \"redis\"\nurl = \"redis://redis\"\n"),
+            "replay.url",
+            "unknown field `url`",
+        ),
+        case(
+            "[assertion] without key",
+            format!("{GOOD}\n[assertion]\nissuer = \"runway\"\n"),
+            "assertion.key",
+            "required key is missing",
+        ),
+        case(
+            "assertion ttl over an hour",
+            format!("{GOOD}\n[assertion]\nkey = \"k.pem\"\nttl = \"2h\"\n"),
+            "assertion.ttl",
+            "between 1s and 1h",
+        ),
+        case(
+            "assertion ttl under a second",
+            format!("{GOOD}\n[assertion]\nkey = \"k.pem\"\nttl = \"500ms\"\n"),
+            "assertion.ttl",
+            "between 1s and 1h",
+        ),
+        case(
+            "assertion header that Runway manages",
+            format!("{GOOD}\n[assertion]\nkey = \"k.pem\"\nheader = \"X-Runway-Subject\"\n"),
+            "assertion.header",
+            "a header Runway or HTTP itself manages",
+        ),
+        case(
+            "assertion header that is hop-by-hop",
+            format!("{GOOD}\n[assertion]\nkey = \"k.pem\"\nheader = \"Connection\"\n"),
+            "assertion.header",
+            "a header Runway or HTTP itself manages",
+        ),
+        case(
+            "assertion header that is not a header name",
+            format!("{GOOD}\n[assertion]\nkey = \"k.pem\"\nheader = \"X Assertion\"\n"),
+            "assertion.header",
+            "not a valid HTTP header name",
+        ),
+        case(
+            "empty assertion issuer",
+            format!("{GOOD}\n[assertion]\nkey = \"k.pem\"\nissuer = \"\"\n"),
+            "assertion.issuer",
+            "non-empty",
         ),
     ]
 }
@@ -996,4 +1062,53 @@ fn an_unknown_env_key_is_an_error_too() {
     let outcome = load_with_env(GOOD, &[("RUNWAY__SERVER__LISEN", "127.0.0.1:1")]);
     assert!(outcome.starts_with("err server"), "{outcome}");
     assert!(outcome.contains("unknown field `lisen`"), "{outcome}");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// [replay], [assertion], one_time.
+// ---------------------------------------------------------------------------------------------------------
+
+#[test]
+fn replay_assertion_and_one_time_load_with_their_defaults() {
+    use runway::config::ReplayStoreConfig;
+    let (_dir, c) = load_ok(GOOD);
+    assert_eq!(c.replay, ReplayStoreConfig::Memory, "no [replay]: the memory store");
+    assert!(c.assertion.is_none());
+    assert!(c.routes.iter().all(|r| !r.one_time));
+
+    let text = format!(
+        "{}\n[replay]\nstore = \"redis\"\nredis_url = \"redis://:pw@redis.internal:6379/2\"\n\n[assertion]\nkey = \"certs/assertion-key.pem\"\n",
+        good_with("path_prefix = \"/jobs\"", "path_prefix = \"/jobs\"\none_time = true")
+    );
+    let (dir, c) = load_ok(&text);
+    assert_eq!(c.replay, ReplayStoreConfig::Redis { url: "redis://:pw@redis.internal:6379/2".into() });
+    assert_eq!(c.routes.iter().filter(|r| r.one_time).map(|r| r.name.as_str()).collect::<Vec<_>>(), ["jobs"]);
+    let a = c.assertion.unwrap_or_else(|| panic!("[assertion] loaded"));
+    assert_eq!(a.key, dir.path().join("certs/assertion-key.pem"));
+    assert_eq!((a.issuer.as_str(), a.audience.as_str()), ("runway", "kong"));
+    assert_eq!(a.ttl, Duration::from_secs(60));
+    assert_eq!(a.header.as_str(), "authorization");
+
+    let text = format!(
+        "{GOOD}\n[replay]\nstore = \"memory\"\nredis_url = \"redis://ignored:6379\"\n\n[assertion]\nkey = \"/etc/runway/a.pem\"\nissuer = \"runway-2\"\naudience = \"kong-prod\"\nttl = \"30s\"\nheader = \"X-Identity-Assertion\"\n"
+    );
+    let (_dir, c) = load_ok(&text);
+    assert_eq!(c.replay, ReplayStoreConfig::Memory, "the contract's example sets both: memory ignores the URL");
+    let a = c.assertion.unwrap_or_else(|| panic!("[assertion] loaded"));
+    assert_eq!(a.key, PathBuf::from("/etc/runway/a.pem"));
+    assert_eq!((a.issuer.as_str(), a.audience.as_str(), a.ttl), ("runway-2", "kong-prod", Duration::from_secs(30)));
+    assert_eq!(a.header.as_str(), "x-identity-assertion");
+}
+
+#[test]
+fn the_example_config_shows_replay_assertion_and_a_one_time_route() {
+    use runway::config::ReplayStoreConfig;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let c = load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(matches!(c.replay, ReplayStoreConfig::Redis { .. }), "{:?}", c.replay);
+    assert!(c.routes.iter().any(|r| r.one_time && !r.anonymous));
+    let a = c.assertion.unwrap_or_else(|| panic!("the example has [assertion]"));
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    assert_eq!(a.key, base.join("certs/assertion-key.pem"));
+    assert_eq!((a.issuer.as_str(), a.header.as_str()), ("runway", "authorization"));
 }

@@ -63,6 +63,10 @@ pub enum Reason {
     LifetimeTooLong,
     /// A claim that cannot be used (no `sub`, control characters).
     BadClaim,
+    /// A `one_time` route: the token's `jti` was already used.
+    Replayed,
+    /// A `one_time` route: the token has no `jti`.
+    MissingJti,
 }
 
 impl Reason {
@@ -85,6 +89,8 @@ impl Reason {
             Reason::MissingExp => "missing_exp",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::BadClaim => "bad_claim",
+            Reason::Replayed => "replayed",
+            Reason::MissingJti => "missing_jti",
         }
     }
 }

@@ -46,6 +46,16 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Default clock skew.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Default `[assertion] issuer`.
+pub const DEFAULT_ASSERTION_ISSUER: &str = "runway";
+/// Default `[assertion] audience`.
+pub const DEFAULT_ASSERTION_AUDIENCE: &str = "kong";
+/// Default `[assertion] ttl`.
+pub const DEFAULT_ASSERTION_TTL: Duration = Duration::from_secs(60);
+/// Longest `[assertion] ttl`: an assertion is for one hop, not a session.
+pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(3600);
+/// Default `[assertion] header`.
+pub const DEFAULT_ASSERTION_HEADER: &str = "authorization";
 /// Default audit claims.
 pub const DEFAULT_AUDIT_CLAIMS: &[&str] =
     &["project_path", "job_id", "pipeline_id", "ref", "environment", "user_login", "cid", "scp"];
@@ -95,6 +105,10 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[replay]`: where `one_time` routes record used token ids (memory when the section is absent).
+    pub replay: ReplayStoreConfig,
+    /// `[assertion]`: the identity assertion minted for Kong, when configured.
+    pub assertion: Option<AssertionConfig>,
 }
 
 /// `[server]`.
@@ -273,8 +287,37 @@ pub struct RouteConfig {
     pub anonymous: bool,
     /// Enforce or report.
     pub mode: RouteMode,
+    /// Each token's `jti` passes once (replay protection).
+    pub one_time: bool,
     /// Allow rules, OR-ed.
     pub allow: Vec<RuleConfig>,
+}
+
+/// `[replay]`: the store behind `one_time` routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayStoreConfig {
+    /// In-process, bounded: right for one replica.
+    Memory,
+    /// A Redis shared by every replica.
+    Redis {
+        /// `redis://[user:password@]host[:port][/db]`.
+        url: String,
+    },
+}
+
+/// `[assertion]`: a short-lived ES256 JWT minted for Kong's `jwt` plugin on every allowed request.
+#[derive(Debug, Clone)]
+pub struct AssertionConfig {
+    /// PEM file: the EC P-256 signing key (PKCS#8 or SEC1) first; further keys are published only.
+    pub key: PathBuf,
+    /// `iss` (Kong: the credential's `key`).
+    pub issuer: String,
+    /// `aud`.
+    pub audience: String,
+    /// Lifetime of each assertion.
+    pub ttl: Duration,
+    /// Request header that carries it, as `Bearer <jwt>`.
+    pub header: HeaderName,
 }
 
 /// One allow rule.

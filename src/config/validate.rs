@@ -10,7 +10,7 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
-use super::raw::{RawConfig, RawIssuer, RawPatterns, RawRoute, RawUpstream};
+use super::raw::{RawAssertion, RawConfig, RawIssuer, RawPatterns, RawReplay, RawRoute, RawUpstream};
 use super::*;
 
 /// Validates a raw config read from `source`; relative paths are resolved against `base`.
@@ -64,12 +64,8 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
         },
         claims: raw.audit.claims.unwrap_or_else(|| DEFAULT_AUDIT_CLAIMS.iter().map(|c| c.to_string()).collect()),
     };
-    if raw.replay.is_some() {
-        return Err(not_yet("replay", "the replay store (one_time routes)"));
-    }
-    if raw.assertion.is_some() {
-        return Err(not_yet("assertion", "the signed identity assertion"));
-    }
+    let replay = replay(raw.replay)?;
+    let assertion = raw.assertion.map(|a| assertion(a, base)).transpose()?;
 
     let mut issuers = Vec::with_capacity(raw.issuers.len());
     let mut names = HashSet::new();
@@ -98,11 +94,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
         }
         routes.push(route);
     }
-    Ok(Config { source: source.to_path_buf(), server, admin, upstream, audit, issuers, routes })
-}
-
-fn not_yet(key: &str, what: &str) -> ConfigError {
-    ConfigError::invalid(key, format!("{what} is not available in this build of runway yet; remove this section"))
+    Ok(Config { source: source.to_path_buf(), server, admin, upstream, audit, issuers, routes, replay, assertion })
 }
 
 fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {
@@ -367,8 +359,11 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
             ));
         }
     };
-    if r.one_time {
-        return Err(not_yet(&format!("{key}.one_time"), "replay protection (one_time)"));
+    if r.one_time && r.anonymous {
+        return Err(ConfigError::invalid(
+            format!("{key}.one_time"),
+            "an anonymous route has no token, so no jti to use up: remove one_time or anonymous",
+        ));
     }
     if r.anonymous && !r.allow.is_empty() {
         return Err(ConfigError::invalid(
@@ -409,7 +404,16 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
             .collect::<Result<_, ConfigError>>()?;
         allow.push(RuleConfig { issuer: rule.issuer, claims });
     }
-    Ok(RouteConfig { name: r.name, host, path_prefix, methods, anonymous: r.anonymous, mode, allow })
+    Ok(RouteConfig {
+        name: r.name,
+        host,
+        path_prefix,
+        methods,
+        anonymous: r.anonymous,
+        mode,
+        one_time: r.one_time,
+        allow,
+    })
 }
 
 fn claim_key(key: &str, claim: &str) -> Result<ClaimKey, ConfigError> {
@@ -477,4 +481,80 @@ fn duration(key: &str, value: &Option<String>, default: Duration) -> Result<Dura
 
 fn duration_or_zero(key: &str, value: &Option<String>, default: Duration) -> Result<Duration, ConfigError> {
     value.as_deref().map_or(Ok(default), |v| parse_duration(key, v))
+}
+
+fn replay(raw: Option<RawReplay>) -> Result<ReplayStoreConfig, ConfigError> {
+    let Some(raw) = raw else { return Ok(ReplayStoreConfig::Memory) };
+    match raw.store.as_deref() {
+        None | Some("memory") => Ok(ReplayStoreConfig::Memory),
+        Some("redis") => {
+            let url = raw.redis_url.filter(|u| !u.is_empty()).ok_or_else(|| {
+                ConfigError::invalid(
+                    "replay.redis_url",
+                    "required with store = \"redis\" (e.g. \"redis://redis:6379/0\")",
+                )
+            })?;
+            // Never echo the URL: it may hold a password.
+            if url.starts_with("rediss:") {
+                return Err(ConfigError::invalid(
+                    "replay.redis_url",
+                    "rediss:// (TLS) is not supported by this build: use redis:// on a trusted network",
+                ));
+            }
+            if !url.starts_with("redis://") && !url.starts_with("unix://") && !url.starts_with("redis+unix://") {
+                return Err(ConfigError::invalid(
+                    "replay.redis_url",
+                    "must start with redis:// (or unix:// for a socket)",
+                ));
+            }
+            redis::Client::open(url.as_str()).map_err(|_| {
+                ConfigError::invalid(
+                    "replay.redis_url",
+                    "not a usable Redis URL (redis://[user:password@]host[:port][/db])",
+                )
+            })?;
+            Ok(ReplayStoreConfig::Redis { url })
+        }
+        Some(other) => {
+            Err(ConfigError::invalid("replay.store", format!("unknown store \"{other}\" (expected memory or redis)")))
+        }
+    }
+}
+
+fn assertion(raw: RawAssertion, base: &Path) -> Result<AssertionConfig, ConfigError> {
+    let non_empty = |key: &str, value: Option<String>, default: &str| match value {
+        None => Ok(default.to_string()),
+        Some(v) if v.is_empty() || v.chars().any(char::is_control) => {
+            Err(ConfigError::invalid(key, "must be non-empty, without control characters"))
+        }
+        Some(v) => Ok(v),
+    };
+    let ttl = duration("assertion.ttl", &raw.ttl, DEFAULT_ASSERTION_TTL)?;
+    if ttl < Duration::from_secs(1) || ttl > MAX_ASSERTION_TTL {
+        return Err(ConfigError::invalid("assertion.ttl", "must be between 1s and 1h (an assertion is for one hop)"));
+    }
+    let header = raw.header.as_deref().unwrap_or(DEFAULT_ASSERTION_HEADER).to_ascii_lowercase();
+    let header = HeaderName::from_str(&header)
+        .map_err(|_| ConfigError::invalid("assertion.header", "not a valid HTTP header name"))?;
+    let name = header.as_str().replace('_', "-");
+    let reserved = crate::forward::HOP_BY_HOP.contains(&name.as_str())
+        || ["host", "content-length", "content-type", "x-request-id", "forwarded", "proxy-authorization"]
+            .contains(&name.as_str())
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-runway-");
+    if reserved {
+        return Err(ConfigError::invalid(
+            "assertion.header",
+            format!(
+                "\"{header}\" is a header Runway or HTTP itself manages: use Authorization or a header of your own"
+            ),
+        ));
+    }
+    Ok(AssertionConfig {
+        key: file_path("assertion.key", &raw.key, base)?,
+        issuer: non_empty("assertion.issuer", raw.issuer, DEFAULT_ASSERTION_ISSUER)?,
+        audience: non_empty("assertion.audience", raw.audience, DEFAULT_ASSERTION_AUDIENCE)?,
+        ttl,
+        header,
+    })
 }

@@ -141,8 +141,15 @@ impl Server {
             admin,
             runtime.auth.clone(),
             runtime.telemetry.metrics.clone(),
+            runtime.assertion.as_ref().map(|a| a.jwks()),
             shutdown.subscribe(),
         ));
+        if let Some(replay) = &runtime.replay {
+            tracing::info!(store = replay.store_kind(), "one_time routes: replay store ready");
+        }
+        if let Some(assertion) = &runtime.assertion {
+            tracing::info!(kid = assertion.kid(), "identity assertion signing key loaded");
+        }
 
         let graceful = GracefulShutdown::new();
         let limit = Arc::new(Semaphore::new(runtime.config.server.max_connections));

@@ -9,6 +9,7 @@ pub mod client;
 mod der;
 pub mod idp;
 pub mod pki;
+pub mod redis;
 pub mod runway;
 pub mod tokens;
 pub mod upstream;
@@ -19,6 +20,8 @@ pub use client::{TestClient, TestResponse, streaming_body_sha256};
 pub use idp::TestIdp;
 #[allow(unused_imports)]
 pub use pki::Pki;
+#[allow(unused_imports)]
+pub use redis::TestRedis;
 #[allow(unused_imports)]
 pub use runway::{Runway, audit_lines, audit_path, base_config, claims, issuer_block, open_route};
 #[allow(unused_imports)]

@@ -1,0 +1,77 @@
+//! The assertion layer: the configured header never reaches Kong from the client; on an allowed request
+//! with an identity it carries Runway's assertion instead. Anonymous routes and report-mode would-denies
+//! get none (Kong's `jwt` plugin then refuses them, as it should for anything Runway does not vouch for).
+
+use std::sync::Arc;
+
+use http::Request;
+
+use super::Assertions;
+use crate::auth::Identity;
+use crate::auth::layer::WouldDeny;
+use crate::error::Rejection;
+use crate::layer::{BoxResponseFuture, Inner, reject};
+use crate::routing::Route;
+
+/// See the module docs. Without `[assertion]` it passes every request on untouched.
+#[derive(Clone)]
+pub struct AssertionLayer {
+    assertions: Option<Arc<Assertions>>,
+}
+
+impl AssertionLayer {
+    /// With this key, if `[assertion]` is configured.
+    pub fn new(assertions: Option<Arc<Assertions>>) -> Self {
+        AssertionLayer { assertions }
+    }
+}
+
+impl<S> tower::Layer<S> for AssertionLayer {
+    type Service = Assert<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Assert { inner, assertions: self.assertions.clone() }
+    }
+}
+
+/// See [`AssertionLayer`].
+#[derive(Clone)]
+pub struct Assert<S> {
+    inner: S,
+    assertions: Option<Arc<Assertions>>,
+}
+
+impl<S, B> tower::Service<Request<B>> for Assert<S>
+where
+    S: Inner<B>,
+    B: Send + 'static,
+{
+    type Response = crate::Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        if let Some(assertions) = &self.assertions {
+            // Whatever the client put there (Authorization is already gone; a custom header is not).
+            req.headers_mut().remove(assertions.header());
+            let ext = req.extensions();
+            let vouched = match (ext.get::<Arc<Route>>(), ext.get::<Arc<Identity>>()) {
+                (Some(route), Some(identity)) if !route.anonymous && ext.get::<WouldDeny>().is_none() => {
+                    Some(assertions.header_value(identity, &route.name))
+                }
+                _ => None,
+            };
+            match vouched {
+                Some(Ok(value)) => {
+                    req.headers_mut().insert(assertions.header().clone(), value);
+                }
+                Some(Err(e)) => return reject(&req, Rejection::from(e)),
+                None => {}
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
