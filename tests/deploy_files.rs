@@ -273,8 +273,15 @@ fn files_named_by(config: &Config) -> Vec<(&'static str, PathBuf)> {
             out.push(("issuers[].jwks_file", path.clone()));
         }
     }
+    if let Some(assertion) = &config.assertion {
+        out.push(("assertion.key", assertion.key.clone()));
+    }
     out
 }
+
+/// Secrets an operator makes by hand (not issued by cert-manager), with their keys; each is documented in
+/// deploy/kubernetes/README.md with the command that makes it.
+const HAND_MADE_SECRETS: &[(&str, &[&str])] = &[("runway-assertion-key", &["key.pem"])];
 
 // ---------------------------------------------------------------------------------------------------------
 // Parsing
@@ -589,6 +596,18 @@ fn every_file_a_config_names_is_mounted_and_every_secret_is_issued() {
                 for source in list(&volume["projected"]["sources"]) {
                     let secret = &source["secret"];
                     let Some(name) = secret["name"].as_str() else { continue };
+                    if let Some((_, keys)) = HAND_MADE_SECRETS.iter().find(|(n, _)| *n == name) {
+                        let readme = read(&root().join("deploy/kubernetes/README.md"));
+                        assert!(
+                            readme.contains(&format!("kubectl create secret generic {name}")),
+                            "deploy/kubernetes/README.md does not say how to make Secret {name}"
+                        );
+                        for item in list(&secret["items"]) {
+                            let key = item["key"].as_str().unwrap_or_default();
+                            assert!(keys.contains(&key), "{}: Secret {name} has no key {key}", deployment.what());
+                        }
+                        continue;
+                    }
                     let issued = docs
                         .iter()
                         .any(|d| d.kind() == "Certificate" && d.yaml["spec"]["secretName"].as_str() == Some(name));
@@ -668,6 +687,107 @@ fn kong_listens_on_tls_only_and_requires_runways_certificate() {
         .find_map(|d| d.yaml["data"]["kong.yml"].as_str())
         .unwrap_or_else(|| panic!("no sidecar ConfigMap with kong.yml"));
     assert_eq!(embedded, kong_yml, "deploy/kubernetes/sidecar/configmap-kong.yaml differs from deploy/kong/kong.yml");
+}
+
+/// The P-256 point of a `PUBLIC KEY` PEM (SubjectPublicKeyInfo with an uncompressed point), if it is one.
+fn p256_public_key(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body = pem.split("-----BEGIN PUBLIC KEY-----").nth(1)?.split("-----END PUBLIC KEY-----").next()?;
+    let b64: String = body.chars().filter(|c| !c.is_whitespace()).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    const PREFIX: [u8; 26] = [
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48,
+        0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    ];
+    der.strip_prefix(&PREFIX[..]).filter(|p| p.len() == 65 && p[0] == 4).map(<[u8]>::to_vec)
+}
+
+/// Every Runway config of the Kubernetes deployments (edge and sidecar), with where it came from.
+fn deployment_configs() -> Vec<(String, Config)> {
+    let mut out = Vec::new();
+    for sub in ["edge", "sidecar"] {
+        let docs = docs_in(sub);
+        for deployment in docs.iter().filter(|d| d.kind() == "Deployment") {
+            let pod = &deployment.yaml["spec"]["template"]["spec"];
+            let (config, _) = runway_config_of(&docs, pod, container(pod, "runway"));
+            out.push((deployment.what(), config));
+        }
+    }
+    out
+}
+
+#[test]
+fn kong_verifies_runways_identity_assertion() {
+    let kong_yml = read(&root().join("deploy/kong/kong.yml"));
+    let docs = YamlLoader::load_from_str(&kong_yml).unwrap_or_else(|e| panic!("kong.yml: {e}"));
+    let kong = &docs[0];
+    let configs = deployment_configs();
+    assert!(configs.len() >= 2);
+
+    // The consumer's credential: found by the assertion's iss, ES256, a P-256 public key.
+    let secrets: Vec<&Yaml> = list(&kong["consumers"]).iter().flat_map(|c| list(&c["jwt_secrets"])).collect();
+    for (what, config) in &configs {
+        let a = config.assertion.as_ref().unwrap_or_else(|| panic!("{what}: Kong's jwt plugin needs [assertion]"));
+        let secret = secrets
+            .iter()
+            .find(|s| s["key"].as_str() == Some(a.issuer.as_str()))
+            .unwrap_or_else(|| panic!("kong.yml: no jwt_secrets entry with key = {:?} ({what})", a.issuer));
+        assert_eq!(secret["algorithm"].as_str(), Some("ES256"), "kong.yml: the credential's algorithm");
+        let pem = secret["rsa_public_key"].as_str().unwrap_or_default();
+        assert!(p256_public_key(pem).is_some(), "kong.yml: rsa_public_key is not a P-256 PUBLIC KEY PEM");
+        assert_eq!(a.header.as_str(), "authorization", "{what}: Kong reads the assertion from Authorization");
+    }
+
+    // The jwt plugin on every service with a route that requires Runway's identity; none on the others.
+    let ttl = configs.iter().filter_map(|(_, c)| c.assertion.as_ref()).map(|a| a.ttl.as_secs()).max().unwrap_or(0);
+    for service in list(&kong["services"]) {
+        let name = service["name"].as_str().unwrap_or_default();
+        let needs_identity = list(&service["routes"]).iter().any(|r| !r["headers"]["x-runway-issuer"].is_badvalue());
+        let jwt = list(&service["plugins"]).iter().find(|p| p["name"].as_str() == Some("jwt"));
+        let Some(jwt) = jwt else {
+            assert!(!needs_identity, "kong.yml: service {name} routes on X-Runway-Issuer but has no jwt plugin");
+            continue;
+        };
+        assert!(needs_identity, "kong.yml: service {name} has a jwt plugin but anonymous routes get no assertion");
+        let c = &jwt["config"];
+        assert_eq!(c["key_claim_name"].as_str(), Some("iss"), "kong.yml {name}: key_claim_name");
+        assert!(string_list(&c["claims_to_verify"]).contains(&"exp"), "kong.yml {name}: exp is verified");
+        let max = c["maximum_expiration"].as_i64().unwrap_or(0);
+        assert!(max > 0 && max >= i64::try_from(ttl).unwrap_or(i64::MAX), "kong.yml {name}: maximum_expiration {max}");
+        assert_eq!(string_list(&c["header_names"]), ["authorization"], "kong.yml {name}: header_names");
+        assert!(list(&c["uri_param_names"]).is_empty(), "kong.yml {name}: no ?jwt= from clients");
+        assert!(list(&c["cookie_names"]).is_empty(), "kong.yml {name}: no cookies from clients");
+    }
+}
+
+#[test]
+fn the_redis_option_is_what_the_runway_configs_name() {
+    use runway::config::ReplayStoreConfig;
+    let docs = docs_in("redis");
+    let service = one(&docs, "Service");
+    let port = list(&service.yaml["spec"]["ports"]).first().and_then(|p| p["port"].as_i64()).unwrap_or_default();
+    for (what, config) in deployment_configs() {
+        let ReplayStoreConfig::Redis { url } = &config.replay else {
+            panic!("{what}: several replicas need [replay] store = \"redis\"");
+        };
+        assert_eq!(url, &format!("redis://{}:{port}/0", service.name()), "{what}");
+    }
+    let deployment = one(&docs, "Deployment");
+    let spec = &deployment.yaml["spec"];
+    assert_eq!(spec["replicas"].as_i64(), Some(1), "one Redis: two would each hold half of the jtis");
+    let redis = container(&spec["template"]["spec"], "redis");
+    let args = string_list(&redis["args"]);
+    let after = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).copied();
+    assert_eq!(after("--maxmemory-policy"), Some("noeviction"), "an evicted jti could pass again");
+    assert_eq!(redis["securityContext"]["readOnlyRootFilesystem"].as_bool(), Some(true));
+    let policy = one(&docs, "NetworkPolicy");
+    let allowed: Vec<&str> = list(&policy.yaml["spec"]["ingress"])
+        .iter()
+        .flat_map(|i| list(&i["from"]))
+        .flat_map(|f| list(&f["podSelector"]["matchExpressions"]))
+        .flat_map(|e| string_list(&e["values"]))
+        .collect();
+    assert_eq!(allowed, ["runway", "kong-runway"], "only Runway pods reach Redis");
 }
 
 // ---------------------------------------------------------------------------------------------------------
