@@ -1,23 +1,42 @@
 //! An issuer's usable verification keys, built from a JWKS: each key is bound to the algorithms its own
 //! type allows (RFC 8725 §3.1), so a token can never pick an algorithm its key was not made for.
+//!
+//! Keys are parsed into aws-lc-rs public keys once, when the JWKS loads, so a verification is the
+//! signature check alone.
 
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, KeyOperations, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
 
-/// One verification key and the algorithms it may be used with.
+/// One verification key, parsed once for each algorithm it may be used with.
 pub struct VerifyingKey {
     /// `kid`, when the JWKS gives one.
     pub kid: Option<String>,
-    /// Algorithms allowed for this key (its type's, its `alg`, and the issuer's, intersected).
-    pub algorithms: Vec<Algorithm>,
-    /// The key itself.
-    pub key: DecodingKey,
+    /// Algorithms allowed for this key (its type's, its `alg`, and the issuer's, intersected), each with
+    /// the key parsed for it.
+    parsed: Vec<(Algorithm, ParsedPublicKey)>,
+}
+
+impl VerifyingKey {
+    /// Algorithms this key verifies.
+    pub fn algorithms(&self) -> impl Iterator<Item = Algorithm> + '_ {
+        self.parsed.iter().map(|(a, _)| *a)
+    }
+
+    /// Whether `signature` is this key's signature of `message` under `alg`.
+    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed.iter().any(|(a, key)| *a == alg && key.verify_sig(message, signature).is_ok())
+    }
 }
 
 impl std::fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("algorithms", &self.algorithms).finish()
+        let algorithms: Vec<Algorithm> = self.algorithms().collect();
+        f.debug_struct("VerifyingKey").field("kid", &self.kid).field("algorithms", &algorithms).finish()
     }
 }
 
@@ -79,7 +98,7 @@ impl KeySet {
                 continue;
             }
             kid_seen = true;
-            if key.algorithms.contains(&alg) {
+            if key.algorithms().any(|a| a == alg) {
                 found.push(key);
             }
         }
@@ -124,11 +143,53 @@ fn usable(jwk: &Jwk, allowed: &[Algorithm]) -> Option<VerifyingKey> {
     };
     let algorithms: Vec<Algorithm> =
         by_type.iter().copied().filter(|a| declared.is_none_or(|d| d == *a) && allowed.contains(a)).collect();
-    if algorithms.is_empty() {
+    let bytes = public_key_bytes(&jwk.algorithm)?;
+    let parsed: Vec<(Algorithm, ParsedPublicKey)> = algorithms
+        .into_iter()
+        .filter_map(|a| Some((a, ParsedPublicKey::new(verification_algorithm(a)?, &bytes).ok()?)))
+        .collect();
+    if parsed.is_empty() {
         return None;
     }
-    let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some(VerifyingKey { kid: jwk.common.key_id.clone(), algorithms, key })
+    Some(VerifyingKey { kid: jwk.common.key_id.clone(), parsed })
+}
+
+/// The public key in the form aws-lc-rs parses: SPKI DER for RSA (built by aws-lc-rs from n and e), the
+/// uncompressed point for EC, the raw key for Ed25519.
+fn public_key_bytes(params: &AlgorithmParameters) -> Option<Vec<u8>> {
+    let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')).ok();
+    match params {
+        AlgorithmParameters::RSA(p) => {
+            let components = aws_lc_rs::rsa::PublicKeyComponents { n: b64(&p.n)?, e: b64(&p.e)? };
+            let der: aws_lc_rs::encoding::PublicKeyX509Der<'static> = components.as_der().ok()?;
+            Some(der.as_ref().to_vec())
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (x, y) = (b64(&p.x)?, b64(&p.y)?);
+            let mut point = Vec::with_capacity(1 + x.len() + y.len());
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            Some(point)
+        }
+        AlgorithmParameters::OctetKeyPair(p) => b64(&p.x),
+        _ => None,
+    }
+}
+
+fn verification_algorithm(a: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
+    Some(match a {
+        Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        Algorithm::EdDSA => &sig::ED25519,
+        _ => return None,
+    })
 }
 
 fn declared_algorithm(a: KeyAlgorithm) -> Option<Algorithm> {
