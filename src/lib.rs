@@ -2,8 +2,8 @@
 //!
 //! A request's path through the crate, in order: [`server`] accepts and terminates TLS ([`tls`]),
 //! [`proxy`] composes the pipeline: [`request_id`], [`limit`] (timeout), [`headers`] (strip what the
-//! client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?), [`replay`] (a
-//! `one_time` route's token passes once), [`limit`] (body cap), [`headers`] (say who they are),
+//! client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?), [`limit`] (body
+//! cap), [`replay`] (a `one_time` route's token passes once), [`headers`] (say who they are),
 //! [`assertion`] (and sign it), then [`forward`] to Kong over mTLS. [`error`] turns every
 //! refusal into a response; [`observe`] records [`metrics`] and the [`audit`] trail for every request;
 //! [`admin`] serves metrics, health and readiness; [`config`] loads and validates it all.

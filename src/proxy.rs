@@ -149,10 +149,11 @@ impl Runtime {
             .layer(AuthLayer::new(self.auth.clone()))
             // 403: may they?
             .layer(PolicyLayer)
-            // 401/503 on one_time routes: after policy, so only an allowed request uses its jti up.
-            .layer(ReplayLayer::new(self.replay.clone()))
             // 413: only authorised bodies are read at all.
             .layer(BodyLimitLayer::new(server.max_body_bytes))
+            // 401/503 on one_time routes: after policy (only an allowed request uses its jti up) and after a
+            // declared Content-Length over the cap (a 413 does not burn it either).
+            .layer(ReplayLayer::new(self.replay.clone()))
             // What Runway vouches for.
             .layer(IdentityHeadersLayer)
             // ...and signs, for Kong's jwt plugin: replaces the client's copy of the header.

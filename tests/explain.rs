@@ -133,3 +133,31 @@ fn routing_outcomes_and_exit_codes() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(missing.status.code(), Some(2), "usage error: --method missing");
 }
+
+#[test]
+fn a_one_time_route_needs_a_jti_and_the_assertion_is_shown() {
+    let (pki, key, config) = setup();
+    let signing = rcgen::KeyPair::generate().unwrap_or_else(|e| panic!("{e}"));
+    let key_file = pki.write_file("assertion-key.pem", signing.serialize_pem().as_bytes());
+    let text = std::fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "{text}\n[[routes]]\nname = \"release\"\npath_prefix = \"/release\"\none_time = true\n[[routes.allow]]\nissuer = \"gitlab\"\n\n[assertion]\nkey = \"{}\"\n",
+        key_file.display()
+    );
+    let path = pki.write_file("one-time.toml", text.as_bytes());
+
+    let without = key.mint(&claims(ISS, AUD, json!({})));
+    let out = explain(&path, "POST", "https://deploy.example.com/release", Some(&without));
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("refusal:   401 token has no jti"), "{}", stdout(&out));
+
+    let with = key.mint(&claims(ISS, AUD, json!({"jti": "j-1"})));
+    for _ in 0..2 {
+        // explain uses nothing up: the same token is allowed every time.
+        let out = explain(&path, "POST", "https://deploy.example.com/release", Some(&with));
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.contains("replay:    one_time route: jti \"j-1\" passes once"), "{text}");
+        assert!(text.contains("  authorization: Bearer <ES256 assertion, kid "), "{text}");
+    }
+}

@@ -285,3 +285,19 @@ async fn runway_starts_while_redis_is_down() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_body_over_the_cap_is_refused_before_the_jti_is_used() {
+    let fx = fixture().await;
+    let config = fx.config("").replace("\n[admin]", "max_body_bytes = 16\n\n[admin]");
+    let runway = Runway::start(&fx.pki, &config).await;
+    runway.wait_ready().await;
+    let token = fx.fresh();
+    let big = http::Request::post(runway.url("/release"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 64])))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fx.client.send(big).await.status, 413);
+    assert_eq!(fx.client.get(&runway.url("/release"), Some(&token)).await.status, 200);
+    assert_refused(&fx.client.get(&runway.url("/release"), Some(&token)).await, "token already used");
+}
