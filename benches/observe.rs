@@ -44,6 +44,7 @@ fn outcome() -> Outcome {
         refresh_interval: std::time::Duration::from_secs(900),
         kid_refetch_interval: std::time::Duration::from_secs(10),
         headers: vec![],
+        aws: None,
     };
     let claims = json!({
         "iss": "https://gitlab.example.com", "sub": "project_path:platform/api:ref_type:branch:ref:main",

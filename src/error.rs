@@ -56,6 +56,9 @@ pub enum Rejection {
     /// A dependency is not ready (issuer keys never loaded).
     #[error("{0}")]
     Unavailable(String),
+    /// kind aws: STS could not check the token (unreachable, untrusted certificate, failing).
+    #[error(transparent)]
+    StsUnavailable(AuthError),
     /// A `one_time` route whose replay store cannot answer: refused rather than risk a replay.
     #[error("the replay store is unavailable ({0})")]
     ReplayUnavailable(#[source] crate::replay::StoreError),
@@ -86,6 +89,7 @@ impl From<AuthError> for Rejection {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::KeysUnavailable { .. } => Rejection::Unavailable(e.to_string()),
+            AuthError::StsUnavailable { .. } => Rejection::StsUnavailable(e),
             other => Rejection::Unauthorized(other),
         }
     }
@@ -134,6 +138,7 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::Unavailable(_) | Rejection::ReplayUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::StsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::AssertionFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Rejection::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -151,6 +156,7 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => "body_too_large",
             Rejection::HeadersTooLarge { .. } => "headers_too_large",
             Rejection::Unavailable(_) => "keys_unavailable",
+            Rejection::StsUnavailable(e) => e.reason(),
             Rejection::ReplayUnavailable(_) => "replay_store_unavailable",
             Rejection::AssertionFailed(_) => "assertion_failed",
             Rejection::BadGateway(_) => "upstream_error",
@@ -195,7 +201,7 @@ impl Rejection {
             Rejection::MethodNotAllowed { allow, .. } => {
                 headers.insert(ALLOW, allow.clone());
             }
-            Rejection::Unavailable(_) => {
+            Rejection::Unavailable(_) | Rejection::StsUnavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Rejection::ReplayUnavailable(_) => {
@@ -250,6 +256,12 @@ mod tests {
             (Rejection::PayloadTooLarge { limit: 1 }, 413, None),
             (Rejection::HeadersTooLarge { limit: 1 }, 431, None),
             (Rejection::Unavailable("keys".into()), 503, None),
+            (Rejection::from(AuthError::StsUnavailable { issuer: "aws".into() }), 503, None),
+            (
+                Rejection::from(AuthError::invalid(Reason::StsRefused, "STS refused the token")),
+                401,
+                Some("Bearer realm=\"runway\", error=\"invalid_token\", error_description=\"STS refused the token\""),
+            ),
             (
                 Rejection::from(ReplayError::Replayed),
                 401,
@@ -278,6 +290,9 @@ mod tests {
             assert_eq!(response.headers().get(WWW_AUTHENTICATE).map(|v| v.to_str().expect("ascii")), www, "{status}");
             if status == 405 {
                 assert_eq!(response.headers()[ALLOW], "POST");
+            }
+            if status == 503 {
+                assert!(response.headers().contains_key(RETRY_AFTER), "a 503 says when to retry");
             }
             let json = body(response);
             assert_eq!(json["status"], status);

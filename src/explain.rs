@@ -111,6 +111,9 @@ async fn verify(runtime: &Runtime, token: Option<&str>, out: &mut String) -> Res
         return Err(AuthError::Missing);
     };
     let _ = writeln!(out, "token:     {} bytes, sha256 {}", token.len(), auth::fingerprint(token));
+    if token.starts_with(auth::aws::TOKEN_PREFIX) {
+        return verify_aws(runtime, token, out).await;
+    }
     let jwt = Jwt::parse(token)?;
     let h = &jwt.header;
     let _ = writeln!(
@@ -143,6 +146,56 @@ async fn verify(runtime: &Runtime, token: Option<&str>, out: &mut String) -> Res
     let identity = Identity::from_claims(c, jwt.claims.clone(), &auth::fingerprint(token))?;
     let _ = writeln!(out, "identity:  sub {:?}", identity.subject);
     Ok(identity)
+}
+
+/// kind aws: what the presigned URL says and which issuers its STS endpoint selects, then the proxy's own
+/// verification, STS call included.
+async fn verify_aws(runtime: &Runtime, token: &str, out: &mut String) -> Result<Identity, AuthError> {
+    let _ = writeln!(out, "format:    aws presigned STS GetCallerIdentity URL (k8s-aws-v1)");
+    if let Ok(p) = auth::aws::Presigned::parse(token) {
+        let at = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(p.signed_at));
+        let age = auth::unix_now() as i64 - i64::try_from(p.signed_at).unwrap_or(i64::MAX);
+        let region = p.region.as_deref().unwrap_or("(none)");
+        let _ = writeln!(
+            out,
+            "sts:       {} (credential region {region}), signed headers {}",
+            p.endpoint, p.signed_headers
+        );
+        let _ = writeln!(
+            out,
+            "  signed   X-Amz-Date {at} ({age}s ago); accepted 15 minutes from then (X-Amz-Expires {}s)",
+            p.expires_in
+        );
+        let candidates = runtime.auth.aws().map(|a| a.issuers_for(&p.endpoint)).unwrap_or_default();
+        if candidates.is_empty() {
+            let _ = writeln!(out, "issuer:    no aws issuer allows this STS endpoint (STS is not called)");
+        } else {
+            let names: Vec<String> = candidates.iter().map(|n| format!("\"{n}\"")).collect();
+            let _ = writeln!(out, "issuer:    candidates {} (kind aws); STS is asked", names.join(", "));
+        }
+    }
+    let digest = auth::TokenDigest::of(token);
+    match runtime.auth.authenticate(token, &digest).await {
+        Ok(identity) => {
+            let text = |name: &str| identity.claims.get(name).and_then(Value::as_str).unwrap_or("(none)").to_string();
+            let _ = writeln!(out, "sts call:  accepted for audience {:?}: issuer \"{}\"", text("aud"), identity.issuer);
+            let _ = writeln!(
+                out,
+                "identity:  sub {:?} (raw_arn {}, account {}, session {})",
+                identity.subject,
+                text("raw_arn"),
+                text("account"),
+                text("session_name")
+            );
+            Ok((*identity).clone())
+        }
+        Err(refusal) => {
+            if let Some(issuer) = &refusal.issuer {
+                let _ = writeln!(out, "issuer:    \"{issuer}\" (kind aws)");
+            }
+            Err(refusal.error)
+        }
+    }
 }
 
 fn time_claims(out: &mut String, claims: &Value, c: &crate::config::IssuerConfig) {

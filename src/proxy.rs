@@ -41,6 +41,9 @@ pub enum BuildError {
         /// What is wrong.
         source: crate::auth::jwks::JwksError,
     },
+    /// An aws issuer's `sts_ca`.
+    #[error(transparent)]
+    Aws(#[from] crate::auth::aws::AwsBuildError),
     /// The `[assertion]` key file.
     #[error("assertion.key")]
     Assertion(#[source] AssertionError),
@@ -91,6 +94,7 @@ impl Runtime {
                     let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
                     BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
                 })?;
+        let auth = auth.with_aws(crate::auth::aws::AwsIssuers::new(&config.issuers, telemetry.metrics.clone())?);
         let assertion = match &config.assertion {
             Some(a) => Some(Arc::new(Assertions::load(a, &config.audit.claims).map_err(BuildError::Assertion)?)),
             None => None,

@@ -139,7 +139,7 @@ fn check_accepts_the_example_config() {
     assert!(out.status.success(), "config/example.toml must pass `runway check`:\n{}", stderr(&out));
     let summary = stdout(&out);
     assert_eq!(summary.lines().count(), 1, "one line: {summary}");
-    assert!(summary.starts_with("ok: 4 issuer(s), 6 route(s); listen 0.0.0.0:8443, admin 127.0.0.1:9901"), "{summary}");
+    assert!(summary.starts_with("ok: 5 issuer(s), 6 route(s); listen 0.0.0.0:8443, admin 127.0.0.1:9901"), "{summary}");
     assert!(summary.contains("kong.internal:8443"), "{summary}");
     assert_json_lines(&stderr(&out));
 

@@ -152,6 +152,13 @@ fn issuer_with(name: &str, lines: &str) -> String {
     format!("{}\n{lines}{}", &GOOD[..end], &GOOD[end..])
 }
 
+/// `GOOD` plus a third issuer of kind aws (index 2), with `lines` appended to its block.
+fn aws_with(lines: &str) -> String {
+    format!(
+        "{GOOD}\n[[issuers]]\nname = \"aws\"\nkind = \"aws\"\naudiences = [\"runway-prod\"]\nregions = [\"us-east-1\", \"eu-west-1\"]\n{lines}\n"
+    )
+}
+
 /// A bad config and what its error must say.
 struct Case {
     what: &'static str,
@@ -403,13 +410,75 @@ fn bad_configs() -> Vec<Case> {
             "only valid for kind = \"aws\"",
         ),
         case(
-            "kind aws (not in this build)",
-            format!(
-                "{GOOD}\n[[issuers]]\nname = \"aws\"\nkind = \"aws\"\naudiences = [\"runway-prod\"]\nregions = [\"us-east-1\"]\n"
-            ),
-            "issuers[2].kind",
-            "not available in this build",
+            "aws issuer with an iss",
+            aws_with("issuer = \"https://sts.amazonaws.com\""),
+            "issuers[2].issuer",
+            "aws tokens have no iss",
         ),
+        case(
+            "aws issuer with keys",
+            aws_with("jwks_file = \"jwks.json\""),
+            "issuers[2].jwks_file",
+            "not valid for kind = \"aws\"",
+        ),
+        case("aws issuer with algorithms", aws_with("algorithms = [\"RS256\"]"), "issuers[2].algorithms", "SigV4"),
+        case(
+            "aws issuer with a lifetime",
+            aws_with("max_token_lifetime = \"1h\""),
+            "issuers[2].max_token_lifetime",
+            "fixed at 15m",
+        ),
+        case(
+            "aws issuer without audiences",
+            aws_with("").replace("audiences = [\"runway-prod\"]\n", ""),
+            "issuers[2].audiences",
+            "x-k8s-aws-id",
+        ),
+        case(
+            "aws audience that cannot be a header",
+            aws_with("").replace("[\"runway-prod\"]", "[\"runway prod\"]"),
+            "issuers[2].audiences[0]",
+            "sent to STS as the x-k8s-aws-id header",
+        ),
+        case(
+            "aws region that is not a region",
+            aws_with("").replace("\"eu-west-1\"", "\"eu-west-1.evil.com\""),
+            "issuers[2].regions[1]",
+            "not an AWS region",
+        ),
+        case(
+            "aws empty regions",
+            aws_with("").replace("[\"us-east-1\", \"eu-west-1\"]", "[]"),
+            "issuers[2].regions",
+            "at least one region",
+        ),
+        case(
+            "aws regions and sts_endpoint",
+            aws_with("sts_endpoint = \"https://127.0.0.1:7443\""),
+            "issuers[2].sts_endpoint",
+            "not both",
+        ),
+        case(
+            "aws plain-http sts_endpoint",
+            aws_with("")
+                .replace("regions = [\"us-east-1\", \"eu-west-1\"]", "sts_endpoint = \"http://127.0.0.1:7443\""),
+            "issuers[2].sts_endpoint",
+            "must be https://",
+        ),
+        case(
+            "aws sts_endpoint with a path",
+            aws_with("")
+                .replace("regions = [\"us-east-1\", \"eu-west-1\"]", "sts_endpoint = \"https://vpce.example.com/sts\""),
+            "issuers[2].sts_endpoint",
+            "no path or query",
+        ),
+        case(
+            "aws account that is not 12 digits",
+            aws_with("accounts = [\"12345\"]"),
+            "issuers[2].accounts[0]",
+            "12 digits",
+        ),
+        case("aws empty accounts", aws_with("accounts = []"), "issuers[2].accounts", "allows no account"),
         // Routes.
         case(
             "route names an undefined issuer",
@@ -947,13 +1016,57 @@ fn relative_paths_resolve_against_the_config_directory() {
 }
 
 #[test]
+fn an_aws_issuer_becomes_an_sts_allowlist() {
+    let extra =
+        "accounts = [\"123456789012\"]\nleeway = \"30s\"\n[issuers.headers]\n\"X-Runway-Aws-User-Id\" = \"user_id\"";
+    let (_dir, c) = load_ok(&aws_with(extra));
+    let aws = &c.issuers[2];
+    assert_eq!((aws.kind, aws.kind.as_str()), (IssuerKind::Aws, "aws"));
+    assert_eq!(aws.keys, KeySource::Sts);
+    assert_eq!(aws.audiences, ["runway-prod"]);
+    assert_eq!(aws.max_token_lifetime, Duration::from_secs(900), "fixed at 15m");
+    assert_eq!(aws.leeway, Duration::from_secs(30));
+    assert_eq!(aws.headers.len(), 1);
+    let settings = aws.aws.as_ref().unwrap_or_else(|| panic!("an aws issuer has aws settings"));
+    let endpoints: Vec<String> = settings.endpoints.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        endpoints,
+        ["https://sts.amazonaws.com", "https://sts.us-east-1.amazonaws.com", "https://sts.eu-west-1.amazonaws.com"]
+    );
+    assert_eq!(settings.accounts.as_deref(), Some(&["123456789012".to_string()][..]));
+    assert_eq!(settings.sts_ca, None);
+    assert!(c.issuers[0].aws.is_none(), "JWT issuers have no aws settings");
+
+    // sts_endpoint replaces the allowlist; sts_ca resolves against the config's directory; leeway defaults.
+    let text = aws_with("").replace(
+        "regions = [\"us-east-1\", \"eu-west-1\"]",
+        "sts_endpoint = \"https://127.0.0.1:7443\"\nsts_ca = \"certs/sts-ca.pem\"",
+    );
+    let (dir, c) = load_ok(&text);
+    let settings = c.issuers[2].aws.clone().unwrap_or_else(|| panic!("aws settings"));
+    let endpoints: Vec<String> = settings.endpoints.iter().map(ToString::to_string).collect();
+    assert_eq!(endpoints, ["https://127.0.0.1:7443"]);
+    assert_eq!(settings.sts_ca, Some(dir.path().join("certs/sts-ca.pem")));
+    assert_eq!(c.issuers[2].leeway, Duration::from_secs(60));
+
+    // No regions: the global endpoint only. China regions live under amazonaws.com.cn.
+    let (_dir, c) = load_ok(&aws_with("").replace("regions = [\"us-east-1\", \"eu-west-1\"]\n", ""));
+    let endpoints: Vec<String> = c.issuers[2].aws.iter().flat_map(|a| &a.endpoints).map(ToString::to_string).collect();
+    assert_eq!(endpoints, ["https://sts.amazonaws.com"]);
+    let (_dir, c) = load_ok(&aws_with("").replace("\"eu-west-1\"]", "\"cn-north-1\"]"));
+    let endpoints: Vec<String> = c.issuers[2].aws.iter().flat_map(|a| &a.endpoints).map(ToString::to_string).collect();
+    assert_eq!(endpoints[2], "https://sts.cn-north-1.amazonaws.com.cn");
+}
+
+#[test]
 fn the_example_config_loads() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
     let c = load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let names: Vec<&str> = c.issuers.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, ["gitlab", "okta", "aws-federation", "eks-prod"]);
+    assert_eq!(names, ["gitlab", "okta", "aws-federation", "eks-prod", "aws"]);
     let kinds: Vec<IssuerKind> = c.issuers.iter().map(|i| i.kind).collect();
-    assert_eq!(kinds, [IssuerKind::Gitlab, IssuerKind::Okta, IssuerKind::Oidc, IssuerKind::Oidc]);
+    assert_eq!(kinds, [IssuerKind::Gitlab, IssuerKind::Okta, IssuerKind::Oidc, IssuerKind::Oidc, IssuerKind::Aws]);
+    assert!(c.issuers[4].aws.as_ref().is_some_and(|a| a.endpoints.len() == 3 && a.accounts.is_some()));
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     assert_eq!(c.issuers[1].keys, KeySource::File(base.join("jwks/okta.json")));
     assert_eq!(c.server.tls_cert, base.join("certs/server.pem"));

@@ -35,6 +35,8 @@ const GITLAB_HEADERS: &[(&str, &str)] = &[
 ];
 const OKTA_HEADERS: &[(&str, &str)] =
     &[("x-runway-client-id", "cid"), ("x-runway-scopes", "scp"), ("x-runway-user", "uid")];
+const AWS_HEADERS: &[(&str, &str)] =
+    &[("x-runway-aws-account", "account"), ("x-runway-aws-arn", "arn"), ("x-runway-aws-session", "session_name")];
 
 impl Identity {
     /// Builds the identity and its headers from verified claims.
@@ -52,6 +54,7 @@ impl Identity {
             IssuerKind::Gitlab => GITLAB_HEADERS,
             IssuerKind::Okta => OKTA_HEADERS,
             IssuerKind::Oidc => &[],
+            IssuerKind::Aws => AWS_HEADERS,
         };
         for (header, claim) in preset {
             if let Some(text) = claims.get(*claim).and_then(claim_text) {

@@ -87,6 +87,12 @@ impl KeyStore {
                 jwks_uri: None,
                 fetcher: Box::new(fetcher.clone()),
             },
+            KeySource::Sts => {
+                return Err(JwksError::Document {
+                    url: config.name.clone(),
+                    message: "kind aws has no keys: STS checks each token".into(),
+                });
+            }
         };
         let jwks_uri = match &source {
             Source::Remote { jwks_uri, .. } => jwks_uri.clone(),

@@ -3,6 +3,7 @@
 //! `jwt` parses and checks tokens, `keys` and `jwks` own each issuer's keys, `fetch` talks to identity
 //! providers, `identity` turns verified claims into the headers Kong receives.
 
+pub mod aws;
 pub mod cache;
 pub mod fetch;
 pub mod identity;
@@ -24,7 +25,7 @@ use jwks::{JwksError, KeyStore};
 use jwt::{ClaimRules, Jwt};
 use keys::{KeyLookup, KeySet, VerifyingKey};
 
-use crate::config::IssuerConfig;
+use crate::config::{IssuerConfig, IssuerKind};
 use crate::metrics::Metrics;
 use fetch::Fetcher;
 
@@ -67,6 +68,10 @@ pub enum Reason {
     Replayed,
     /// A `one_time` route: the token has no `jti`.
     MissingJti,
+    /// kind aws: STS refused the presigned URL (wrong audience, altered, bad credentials).
+    StsRefused,
+    /// kind aws: the principal's account is not in the issuer's `accounts`.
+    AccountNotAllowed,
 }
 
 impl Reason {
@@ -91,6 +96,8 @@ impl Reason {
             Reason::BadClaim => "bad_claim",
             Reason::Replayed => "replayed",
             Reason::MissingJti => "missing_jti",
+            Reason::StsRefused => "sts_refused",
+            Reason::AccountNotAllowed => "account_not_allowed",
         }
     }
 }
@@ -115,6 +122,12 @@ pub enum AuthError {
         /// Issuer name.
         issuer: String,
     },
+    /// kind aws: STS could not be asked (unreachable, untrusted certificate, failing, throttling).
+    #[error("STS could not check the token for issuer \"{issuer}\" (unreachable or failing); retry later")]
+    StsUnavailable {
+        /// Issuer name.
+        issuer: String,
+    },
 }
 
 impl AuthError {
@@ -129,6 +142,7 @@ impl AuthError {
             AuthError::Missing => Reason::Missing.as_str(),
             AuthError::Invalid { reason, .. } => reason.as_str(),
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
+            AuthError::StsUnavailable { .. } => "sts_unavailable",
         }
     }
 }
@@ -210,6 +224,8 @@ pub struct Authenticator {
     by_iss: HashMap<String, Vec<Arc<Issuer>>>,
     metrics: Arc<Metrics>,
     cache: TokenCache,
+    /// kind aws issuers, when any: they have no keys and no `iss` (see [`aws`]).
+    aws: Option<aws::AwsIssuers>,
 }
 
 /// A refused token, with the issuer it was checked against when one was found.
@@ -238,16 +254,27 @@ impl Authenticator {
     ) -> Result<Self, (String, JwksError)> {
         let mut issuers = Vec::with_capacity(configs.len());
         let mut by_iss: HashMap<String, Vec<Arc<Issuer>>> = HashMap::new();
-        for config in configs {
+        for config in configs.iter().filter(|c| c.kind != IssuerKind::Aws) {
             let keys = KeyStore::new(config, fetcher, metrics.clone()).map_err(|e| (config.name.clone(), e))?;
             let issuer = Arc::new(Issuer { config: config.clone(), keys: Arc::new(keys) });
             by_iss.entry(config.issuer.clone()).or_default().push(issuer.clone());
             issuers.push(issuer);
         }
-        Ok(Authenticator { issuers, by_iss, metrics, cache: TokenCache::new(cache_capacity) })
+        Ok(Authenticator { issuers, by_iss, metrics, cache: TokenCache::new(cache_capacity), aws: None })
     }
 
-    /// The issuers, in config order.
+    /// Adds the kind aws issuers (built apart: they need STS clients, not keys).
+    pub fn with_aws(mut self, aws: Option<aws::AwsIssuers>) -> Self {
+        self.aws = aws;
+        self
+    }
+
+    /// The kind aws issuers, if any.
+    pub fn aws(&self) -> Option<&aws::AwsIssuers> {
+        self.aws.as_ref()
+    }
+
+    /// The JWT issuers, in config order (kind aws issuers are in [`Authenticator::aws`]).
     pub fn issuers(&self) -> &[Arc<Issuer>] {
         &self.issuers
     }
@@ -266,6 +293,13 @@ impl Authenticator {
     /// Verifies a bearer token and returns who presented it.
     /// `digest` is the token's SHA-256 ([`TokenDigest::of`]), computed once by the caller.
     pub async fn authenticate(&self, token: &str, digest: &TokenDigest) -> Result<Arc<Identity>, Refusal> {
+        // kind aws: presigned STS URLs, not JWTs; their own rules, cache and single flight (`aws`).
+        if token.starts_with(aws::TOKEN_PREFIX) {
+            return match &self.aws {
+                Some(aws) => aws.authenticate(token, digest).await,
+                None => Err(AuthError::invalid(Reason::WrongIssuer, "aws tokens are not accepted here").into()),
+            };
+        }
         let now = unix_now();
         if let Some(hit) = self.cache.get(digest, now)
             && self.issuers.get(hit.issuer).is_some_and(|i| i.keys.generation() == hit.generation)

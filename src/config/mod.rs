@@ -46,6 +46,11 @@ pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Default clock skew.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Lifetime of an aws token, fixed: STS accepts a presigned GetCallerIdentity URL for 15 minutes after its
+/// `X-Amz-Date`, whatever its `X-Amz-Expires` says.
+pub const AWS_TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// The global STS host, always accepted by an aws issuer without `sts_endpoint`.
+pub const AWS_GLOBAL_STS_HOST: &str = "sts.amazonaws.com";
 /// Default `[assertion] issuer`.
 pub const DEFAULT_ASSERTION_ISSUER: &str = "runway";
 /// Default `[assertion] audience`.
@@ -186,6 +191,8 @@ pub enum IssuerKind {
     Okta,
     /// Any OIDC issuer.
     Oidc,
+    /// Presigned STS GetCallerIdentity tokens (`aws eks get-token`), checked by calling STS.
+    Aws,
 }
 
 impl IssuerKind {
@@ -195,6 +202,7 @@ impl IssuerKind {
             IssuerKind::Gitlab => "gitlab",
             IssuerKind::Okta => "okta",
             IssuerKind::Oidc => "oidc",
+            IssuerKind::Aws => "aws",
         }
     }
 }
@@ -208,6 +216,8 @@ pub enum KeySource {
     Uri(String),
     /// A static JWKS file.
     File(PathBuf),
+    /// Kind aws: no keys; STS checks each token.
+    Sts,
 }
 
 /// One validated `[[issuers]]` entry.
@@ -217,7 +227,7 @@ pub struct IssuerConfig {
     pub name: String,
     /// Preset.
     pub kind: IssuerKind,
-    /// Exact `iss`.
+    /// Exact `iss` (empty for kind aws, whose tokens have none).
     pub issuer: String,
     /// Accepted audiences.
     pub audiences: Vec<String>,
@@ -235,6 +245,45 @@ pub struct IssuerConfig {
     pub kid_refetch_interval: Duration,
     /// Extra identity headers: header → claim.
     pub headers: Vec<(HeaderName, ClaimKey)>,
+    /// Kind aws: the STS settings; `None` for the JWT kinds.
+    pub aws: Option<AwsConfig>,
+}
+
+/// The STS settings of a `kind = "aws"` issuer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// The only places a token's presigned URL may point to (https, this host, this port): the global and
+    /// regional STS hosts, or exactly `sts_endpoint`.
+    pub endpoints: Vec<StsEndpoint>,
+    /// Extra CA bundle for the STS, added to the system roots.
+    pub sts_ca: Option<PathBuf>,
+    /// Accounts whose principals are accepted; `None` = any.
+    pub accounts: Option<Vec<String>>,
+}
+
+/// One STS endpoint an aws token may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StsEndpoint {
+    /// Lower-case host name, or IP address (IPv6 without brackets).
+    pub host: String,
+    /// TCP port (443 unless `sts_endpoint` names another).
+    pub port: u16,
+}
+
+impl std::fmt::Display for StsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let bracketed;
+        let host = if self.host.contains(':') {
+            bracketed = format!("[{}]", self.host);
+            bracketed.as_str()
+        } else {
+            self.host.as_str()
+        };
+        match self.port {
+            443 => write!(f, "https://{host}"),
+            port => write!(f, "https://{host}:{port}"),
+        }
+    }
 }
 
 /// A claim reference: a top-level name, or a JSON Pointer when it starts with `/`.

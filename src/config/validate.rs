@@ -13,6 +13,8 @@ use jsonwebtoken::Algorithm;
 use super::raw::{RawAssertion, RawConfig, RawIssuer, RawPatterns, RawReplay, RawRoute, RawUpstream};
 use super::*;
 
+mod aws;
+
 /// Validates a raw config read from `source`; relative paths are resolved against `base`.
 pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, ConfigError> {
     let s = raw.server;
@@ -160,10 +162,7 @@ fn kind_defaults(key: &str, kind: &str) -> Result<KindDefaults, ConfigError> {
             algorithms: &[Algorithm::RS256, Algorithm::ES256],
             max_lifetime: hour,
         }),
-        "aws" => Err(ConfigError::invalid(
-            format!("{key}.kind"),
-            "kind \"aws\" (STS GetCallerIdentity tokens) is not available in this build of runway yet",
-        )),
+        "aws" => Ok(KindDefaults { kind: IssuerKind::Aws, algorithms: &[], max_lifetime: AWS_TOKEN_LIFETIME }),
         other => Err(ConfigError::invalid(
             format!("{key}.kind"),
             format!("unknown kind \"{other}\" (expected gitlab, okta, oidc or aws)"),
@@ -175,6 +174,9 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
     let defaults = kind_defaults(key, &r.kind)?;
     if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ConfigError::invalid(format!("{key}.name"), "use letters, digits, '-' and '_' only"));
+    }
+    if defaults.kind == IssuerKind::Aws {
+        return aws::issuer(key, r, base);
     }
     for field in ["regions", "sts_endpoint", "sts_ca", "accounts"] {
         let set = match field {
@@ -226,15 +228,7 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
     if refresh_interval < Duration::from_secs(1) {
         return Err(ConfigError::invalid(format!("{key}.refresh_interval"), "must be at least 1s"));
     }
-    let headers = r
-        .headers
-        .into_iter()
-        .map(|(h, claim)| {
-            let name = HeaderName::from_str(&h)
-                .map_err(|_| ConfigError::invalid(format!("{key}.headers.\"{h}\""), "not a valid HTTP header name"))?;
-            Ok((name, claim_key(&format!("{key}.headers.\"{h}\""), &claim)?))
-        })
-        .collect::<Result<_, ConfigError>>()?;
+    let headers = issuer_headers(key, r.headers)?;
     Ok(IssuerConfig {
         name: r.name,
         kind: defaults.kind,
@@ -255,7 +249,22 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
             DEFAULT_KID_REFETCH_INTERVAL,
         )?,
         headers,
+        aws: None,
     })
+}
+
+/// `[issuers.headers]`: header name = claim name or JSON Pointer.
+fn issuer_headers(
+    key: &str,
+    raw: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(HeaderName, ClaimKey)>, ConfigError> {
+    raw.into_iter()
+        .map(|(h, claim)| {
+            let name = HeaderName::from_str(&h)
+                .map_err(|_| ConfigError::invalid(format!("{key}.headers.\"{h}\""), "not a valid HTTP header name"))?;
+            Ok((name, claim_key(&format!("{key}.headers.\"{h}\""), &claim)?))
+        })
+        .collect()
 }
 
 fn algorithm(key: &str, name: &str) -> Result<Algorithm, ConfigError> {
