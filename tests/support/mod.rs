@@ -11,6 +11,7 @@ pub mod idp;
 pub mod pki;
 pub mod redis;
 pub mod runway;
+pub mod sts;
 pub mod tokens;
 pub mod upstream;
 
