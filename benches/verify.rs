@@ -4,7 +4,6 @@
 
 #![allow(clippy::expect_used, reason = "a bench with a broken setup should stop at once, loudly")]
 
-#[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
