@@ -454,3 +454,34 @@ async fn explain_names_the_issuer_and_the_verdict() {
     // The URL inside the token is what the CLI would print; the test support decodes it the same way.
     assert!(url_of(&fx.mint(USER).token()).starts_with(&format!("{}/?Action=GetCallerIdentity&", fx.sts().endpoint())));
 }
+
+/// `runway check` reads `sts_ca` and names the key when it is missing or not a CA bundle; contacts no STS.
+#[tokio::test]
+async fn check_reads_the_sts_ca() {
+    let pki = Pki::generate();
+    let sts = FakeSts::start(&pki).await;
+    let check = |ca: &std::path::Path| {
+        let config = format!(
+            "{}{}",
+            base_config(&pki, "https://127.0.0.1:1"),
+            aws_issuer_block("aws", AUD, &sts, &pki, "")
+                .replace(&pki.ca_pem.display().to_string(), &ca.display().to_string())
+        );
+        let path = pki.write_file("check.toml", config.as_bytes());
+        std::process::Command::new(env!("CARGO_BIN_EXE_runway"))
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let out = check(&pki.ca_pem);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 1 issuer(s), 0 route(s)"));
+    for ca in [pki.dir.path().join("missing.pem"), pki.write_file("garbage.pem", b"not a certificate")] {
+        let out = check(&ca);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("issuers[0].sts_ca: "), "the error names the key: {stderr}");
+    }
+    assert_eq!(sts.calls(), 0);
+}
