@@ -255,7 +255,7 @@ where
             let (parts, body) = req.into_parts();
             let host = crate::layer::request_host(&parts);
             let outcome = Outcome::from_request(&parts.extensions, true, None);
-            let extensions = parts.extensions.clone();
+            let request_id = parts.extensions.get::<crate::request_id::RequestId>().cloned();
             let started = std::time::Instant::now();
             match upstream.forward(Request::from_parts(parts, body), host).await {
                 Ok(response) => {
@@ -269,6 +269,17 @@ where
                     if let Some(kind) = kind {
                         metrics.upstream_errors.with_label_values(&[kind]).inc();
                         tracing::warn!(error = %e, "upstream request failed");
+                    }
+                    // The few extensions a refusal reads, rather than a copy of the whole map per request.
+                    let mut extensions = http::Extensions::new();
+                    if let Some(id) = request_id {
+                        extensions.insert(id);
+                    }
+                    if let Some(route) = outcome.route.clone() {
+                        extensions.insert(route);
+                    }
+                    if let Some(fingerprint) = outcome.token_sha256.clone() {
+                        extensions.insert(crate::auth::layer::TokenFingerprint(fingerprint));
                     }
                     let mut response = crate::layer::rejection_response(&extensions, e.into());
                     if kind.is_some() {

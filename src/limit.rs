@@ -56,16 +56,21 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let extensions = req.extensions().clone();
+        // Only the id is needed if time runs out: no copy of the whole extension map per request.
+        let request_id = req.extensions().get::<crate::request_id::RequestId>().cloned();
         let fut = self.inner.call(req);
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, fut).await {
                 Ok(result) => result,
-                Err(_) => Ok(rejection_response(
-                    &extensions,
-                    Rejection::GatewayTimeout(format!("request did not complete within {}s", timeout.as_secs_f64())),
-                )),
+                Err(_) => {
+                    let mut extensions = http::Extensions::new();
+                    if let Some(id) = request_id {
+                        extensions.insert(id);
+                    }
+                    let why = format!("request did not complete within {}s", timeout.as_secs_f64());
+                    Ok(rejection_response(&extensions, Rejection::GatewayTimeout(why)))
+                }
             }
         })
     }
