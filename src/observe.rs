@@ -1,4 +1,4 @@
-//! Observation of every request: a tracing span, the request metrics, the auth decision metric and the
+//! Observation of every request: a tracing span (request id, method), the request metrics, the auth decision metric and the
 //! audit event. Inner layers describe what happened in an [`Outcome`] attached to the response (a refusal
 //! in `layer::rejection_response`, a forwarded request in `forward`), so this layer reads one place.
 
@@ -121,16 +121,10 @@ where
             req.extensions().get::<RequestId>().map_or_else(|| "-".to_string(), |r| r.as_str().to_string());
         let method = req.method().to_string();
         let path = req.uri().path().to_string();
-        let span = tracing::info_span!(
-            "request",
-            request_id = %request_id,
-            method = %method,
-            route = tracing::field::Empty,
-            issuer = tracing::field::Empty,
-            decision = tracing::field::Empty,
-            status = tracing::field::Empty,
-        );
-        let fut = self.inner.call(req).instrument(span.clone());
+        // Route, decision and status are known only once the response exists, when no log line remains to
+        // carry them: they go to the audit event and metrics, and the span holds what logs inside it need.
+        let span = tracing::info_span!("request", request_id = %request_id, method = %method);
+        let fut = self.inner.call(req).instrument(span);
         let layer = self.layer.clone();
         Box::pin(async move {
             let mut response = fut.await?;
@@ -138,12 +132,6 @@ where
             let outcome = response.extensions_mut().remove::<Outcome>().unwrap_or_default();
             let status = response.status();
             let route = outcome.route.as_ref().map_or("-", |r| r.name.as_str());
-            span.record("route", route);
-            span.record("status", status.as_u16());
-            span.record("decision", outcome.decision());
-            if let Some(i) = &outcome.identity {
-                span.record("issuer", i.issuer.as_str());
-            }
             let m = &layer.metrics;
             m.requests.with_label_values(&[route, status.as_str()]).inc();
             m.request_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
