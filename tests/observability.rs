@@ -221,15 +221,21 @@ async fn wait_for_port(port: u16) {
     panic!("runway never listened on {port}");
 }
 
-#[tokio::test]
-async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
+/// PKI, an RSA key, an IdP publishing it and the mTLS echo upstream.
+async fn gitlab_fixture() -> (Pki, SigningKey, TestIdp, EchoUpstream) {
     let pki = Pki::generate();
     let key = SigningKey::rsa("k1");
     let idp = TestIdp::start(jwks(&[&key])).await;
     let upstream = EchoUpstream::start(&pki).await;
+    (pki, key, idp, upstream)
+}
+
+/// Runs the real binary (`runway serve`, debug logs) on free loopback ports with one gitlab issuer and an open
+/// route; returns the child (stdout and stderr piped) and its TLS port once it listens.
+async fn spawn_serve(pki: &Pki, idp: &TestIdp, upstream: &EchoUpstream) -> (std::process::Child, u16) {
     let config = format!(
         "{}{}{}",
-        base_config(&pki, &upstream.url()),
+        base_config(pki, &upstream.url()),
         issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
         open_route("all", "/", "gitlab")
     );
@@ -246,6 +252,13 @@ async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
         .spawn()
         .unwrap_or_else(|e| panic!("spawn: {e}"));
     wait_for_port(port).await;
+    (child, port)
+}
+
+#[tokio::test]
+async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
+    let (pki, key, idp, upstream) = gitlab_fixture().await;
+    let (child, port) = spawn_serve(&pki, &idp, &upstream).await;
     let client = TestClient::new(&pki);
     let base = format!("https://localhost:{port}");
     let t = now();
@@ -332,28 +345,8 @@ async fn a_full_disk_is_counted_and_logged_and_requests_still_pass() {
 
 #[tokio::test]
 async fn sighup_reopens_the_audit_file_for_logrotate() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
-    let config = format!(
-        "{}{}{}",
-        base_config(&pki, &upstream.url()),
-        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
-        open_route("all", "/", "gitlab")
-    );
-    let path = pki.write_file("serve.toml", config.as_bytes());
-    let (port, admin) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_runway"))
-        .args(["serve", "-c"])
-        .arg(&path)
-        .env("RUNWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUNWAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    wait_for_port(port).await;
+    let (pki, key, idp, upstream) = gitlab_fixture().await;
+    let (child, port) = spawn_serve(&pki, &idp, &upstream).await;
     let client = TestClient::new(&pki);
     let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
     let get = |p: String| {
