@@ -376,10 +376,7 @@ fn alert_rules_are_well_formed_and_complete() {
 
 #[tokio::test]
 async fn every_metric_the_dashboard_and_alerts_read_is_exported() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let config = format!(
         "{}{}{}",
         base_config(&pki, &upstream.url()),

@@ -75,10 +75,7 @@ async fn post(client: &TestClient, url: &str, token: Option<&str>) -> TestRespon
 
 #[tokio::test]
 async fn metrics_and_audit_describe_every_request() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let config = format!(
         "{}{}{ROUTES}",
         base_config(&pki, &upstream.url())
@@ -221,15 +218,6 @@ async fn wait_for_port(port: u16) {
     panic!("runway never listened on {port}");
 }
 
-/// PKI, an RSA key, an IdP publishing it and the mTLS echo upstream.
-async fn gitlab_fixture() -> (Pki, SigningKey, TestIdp, EchoUpstream) {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
-    (pki, key, idp, upstream)
-}
-
 /// Runs the real binary (`runway serve`, debug logs) on free loopback ports with one gitlab issuer and an open
 /// route; returns the child (stdout and stderr piped) and its TLS port once it listens.
 async fn spawn_serve(pki: &Pki, idp: &TestIdp, upstream: &EchoUpstream) -> (std::process::Child, u16) {
@@ -257,7 +245,7 @@ async fn spawn_serve(pki: &Pki, idp: &TestIdp, upstream: &EchoUpstream) -> (std:
 
 #[tokio::test]
 async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
-    let (pki, key, idp, upstream) = gitlab_fixture().await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let (child, port) = spawn_serve(&pki, &idp, &upstream).await;
     let client = TestClient::new(&pki);
     let base = format!("https://localhost:{port}");
@@ -314,10 +302,7 @@ async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
 
 #[tokio::test]
 async fn a_full_disk_is_counted_and_logged_and_requests_still_pass() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let config = format!(
         "{}{}{}",
         base_config(&pki, &upstream.url()).replace(&audit_path(&pki).display().to_string(), "/dev/full"),
@@ -345,7 +330,7 @@ async fn a_full_disk_is_counted_and_logged_and_requests_still_pass() {
 
 #[tokio::test]
 async fn sighup_reopens_the_audit_file_for_logrotate() {
-    let (pki, key, idp, upstream) = gitlab_fixture().await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let (child, port) = spawn_serve(&pki, &idp, &upstream).await;
     let client = TestClient::new(&pki);
     let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));

@@ -23,10 +23,7 @@ struct Fx {
 const AUD: &str = "https://deploy.example.com";
 
 async fn fixture(routes: &str) -> Fx {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let config = format!(
         "{}{}{}",
         base_config(&pki, &upstream.url()),
@@ -239,10 +236,7 @@ async fn http2_clients_are_served() {
 
 #[tokio::test]
 async fn oversized_headers_and_bodies_are_refused() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let config = format!(
         "{}{}{}",
         base_config(&pki, &upstream.url()).replace("[admin]", "max_body_bytes = 1024\n\n[admin]"),
@@ -276,10 +270,7 @@ async fn oversized_headers_and_bodies_are_refused() {
 
 #[tokio::test]
 async fn upstream_failures_map_to_502_and_504() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let routes = open_route("all", "/", "gitlab");
     let issuer = issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, "");
     let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));

@@ -52,10 +52,7 @@ struct Fx {
 }
 
 async fn fixture() -> Fx {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let client = TestClient::new(&pki);
     Fx { pki, idp, key, _upstream: upstream, client }
 }

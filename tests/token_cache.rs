@@ -36,10 +36,7 @@ async fn start(pki: &Pki, idp: &TestIdp, upstream: &EchoUpstream, server_extra: 
 
 #[tokio::test]
 async fn repeats_hit_and_distinct_tokens_miss() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let runway = start(&pki, &idp, &upstream, "", "").await;
     let client = TestClient::new(&pki);
     let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
@@ -98,10 +95,7 @@ async fn a_cached_token_is_refused_once_it_expires() {
 
 #[tokio::test]
 async fn size_zero_disables_the_cache() {
-    let pki = Pki::generate();
-    let key = SigningKey::rsa("k1");
-    let idp = TestIdp::start(jwks(&[&key])).await;
-    let upstream = EchoUpstream::start(&pki).await;
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
     let runway = start(&pki, &idp, &upstream, "token_cache_size = 0", "").await;
     let client = TestClient::new(&pki);
     let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));

@@ -24,7 +24,7 @@ pub use pki::Pki;
 #[allow(unused_imports)]
 pub use redis::TestRedis;
 #[allow(unused_imports)]
-pub use runway::{Runway, audit_lines, audit_path, base_config, claims, issuer_block, open_route};
+pub use runway::{Backends, Runway, audit_lines, audit_path, base_config, claims, issuer_block, open_route};
 #[allow(unused_imports)]
 pub use tokens::{SigningKey, b64url, hs256, jwks, now, unsigned};
 #[allow(unused_imports)]

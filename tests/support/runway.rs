@@ -175,3 +175,27 @@ pub fn claims(issuer: &str, audience: &str, extra: Value) -> Value {
     }
     c
 }
+
+/// What most end-to-end tests stand Runway between: a PKI, an RSA signing key (`k1`), a fake IdP publishing
+/// it, and the mTLS echo upstream.
+pub struct Backends {
+    /// Certificates and keys.
+    pub pki: Pki,
+    /// The IdP's signing key.
+    pub key: super::tokens::SigningKey,
+    /// The IdP.
+    pub idp: super::idp::TestIdp,
+    /// Kong's stand-in.
+    pub upstream: super::upstream::EchoUpstream,
+}
+
+impl Backends {
+    /// Starts all four.
+    pub async fn start() -> Backends {
+        let pki = Pki::generate();
+        let key = super::tokens::SigningKey::rsa("k1");
+        let idp = super::idp::TestIdp::start(super::tokens::jwks(&[&key])).await;
+        let upstream = super::upstream::EchoUpstream::start(&pki).await;
+        Backends { pki, key, idp, upstream }
+    }
+}
