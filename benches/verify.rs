@@ -71,8 +71,8 @@ fn verification(c: &mut Criterion) {
         let fetcher = Fetcher::new(runway::tls::public_client_config().expect("tls"));
         let metrics = Arc::new(Metrics::new().expect("metrics"));
         // Cache off for the cold path: every call verifies.
-        let cold = Authenticator::new(&[issuer(&file)], &fetcher, metrics.clone(), 0).expect("authenticator");
-        let cached = Authenticator::new(&[issuer(&file)], &fetcher, metrics, 10_000).expect("authenticator");
+        let cold = Authenticator::new(&[issuer(&file)], &fetcher, metrics.clone(), 0, None).expect("authenticator");
+        let cached = Authenticator::new(&[issuer(&file)], &fetcher, metrics, 10_000, None).expect("authenticator");
         let token = key.mint(&gitlab_claims(0));
         let (input, sig) = token.rsplit_once('.').expect("jws");
         let sig = URL_SAFE_NO_PAD.decode(sig).expect("signature");

@@ -53,6 +53,12 @@ pub enum Rejection {
         /// The limit.
         limit: usize,
     },
+    /// More requests in flight than `server.max_concurrent_requests`: shed, not queued.
+    #[error("runway is overloaded ({limit} requests in flight); retry shortly")]
+    Overloaded {
+        /// The bound.
+        limit: usize,
+    },
     /// A dependency is not ready (issuer keys never loaded).
     #[error("{0}")]
     Unavailable(String),
@@ -138,6 +144,7 @@ impl Rejection {
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::Unavailable(_) | Rejection::ReplayUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::StsUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::AssertionFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Rejection::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -155,6 +162,7 @@ impl Rejection {
             Rejection::Forbidden { .. } => "policy",
             Rejection::PayloadTooLarge { .. } => "body_too_large",
             Rejection::HeadersTooLarge { .. } => "headers_too_large",
+            Rejection::Overloaded { .. } => "overloaded",
             Rejection::Unavailable(_) => "keys_unavailable",
             Rejection::StsUnavailable(e) => e.reason(),
             Rejection::ReplayUnavailable(_) => "replay_store_unavailable",
@@ -204,7 +212,7 @@ impl Rejection {
             Rejection::Unavailable(_) | Rejection::StsUnavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            Rejection::ReplayUnavailable(_) => {
+            Rejection::ReplayUnavailable(_) | Rejection::Overloaded { .. } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -256,6 +264,7 @@ mod tests {
             (Rejection::PayloadTooLarge { limit: 1 }, 413, None),
             (Rejection::HeadersTooLarge { limit: 1 }, 431, None),
             (Rejection::Unavailable("keys".into()), 503, None),
+            (Rejection::Overloaded { limit: 8 }, 503, None),
             (Rejection::from(AuthError::StsUnavailable { issuer: "aws".into() }), 503, None),
             (
                 Rejection::from(AuthError::invalid(Reason::StsRefused, "STS refused the token")),

@@ -22,6 +22,7 @@ pub mod layer;
 pub mod limit;
 pub mod metrics;
 pub mod observe;
+pub mod overload;
 pub mod policy;
 pub mod proxy;
 pub mod replay;

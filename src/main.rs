@@ -206,7 +206,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<()> {
     rt.block_on(async move {
         let server = runway::server::Server::start(config).await?;
         let handle = server.shutdown_handle();
-        tokio::spawn(runway::server::signals(handle, server.audit()));
+        tokio::spawn(runway::server::signals(handle, server.reloader()));
         server.run().await;
         Ok(())
     })

@@ -20,6 +20,7 @@ use crate::headers::{IdentityHeadersLayer, SanitizeLayer};
 use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
+use crate::overload::{Capacity, ShedLayer};
 use crate::policy::PolicyLayer;
 use crate::replay::ReplayLayer;
 use crate::replay::layer::Replay;
@@ -70,6 +71,10 @@ pub struct Runtime {
     pub replay: Option<Arc<Replay>>,
     /// The identity assertion, when `[assertion]` is set.
     pub assertion: Option<Arc<Assertions>>,
+    /// Connections open at once (`server.max_connections`); shared with the configs before and after this one.
+    pub connections: Arc<Capacity>,
+    /// Requests in flight (`server.max_concurrent_requests`); shared like `connections`.
+    pub in_flight: Arc<Capacity>,
     audit_claims: Arc<[String]>,
 }
 
@@ -85,15 +90,31 @@ pub struct Telemetry {
 impl Runtime {
     /// Builds it: reads every file the config names, contacts no network.
     pub fn build(config: Config, telemetry: Telemetry) -> Result<Runtime, BuildError> {
+        Self::build_with(config, telemetry, None)
+    }
+
+    /// Builds the runtime that will replace `previous` (a reload): what must outlive a config is carried over
+    /// (issuer keys still valid, the replay store's used token ids, the connection and request bounds, whose
+    /// sizes the caller adjusts when it swaps); everything else is built anew from the files.
+    pub fn rebuild(config: Config, previous: &Runtime) -> Result<Runtime, BuildError> {
+        Self::build_with(config, previous.telemetry.clone(), Some(previous))
+    }
+
+    fn build_with(config: Config, telemetry: Telemetry, previous: Option<&Runtime>) -> Result<Runtime, BuildError> {
         let tls = tls::server_config(&config.server)?;
         let upstream = Upstream::new(&config.upstream, config.server.max_body_bytes)?;
         let fetcher = Fetcher::new(tls::public_client_config()?);
-        let auth =
-            Authenticator::new(&config.issuers, &fetcher, telemetry.metrics.clone(), config.server.token_cache_size)
-                .map_err(|(name, source)| {
-                    let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
-                    BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
-                })?;
+        let auth = Authenticator::new(
+            &config.issuers,
+            &fetcher,
+            telemetry.metrics.clone(),
+            config.server.token_cache_size,
+            previous.map(|p| &*p.auth),
+        )
+        .map_err(|(name, source)| {
+            let index = config.issuers.iter().position(|i| i.name == name).unwrap_or(0);
+            BuildError::Jwks { key: format!("issuers[{index}].jwks_file"), source }
+        })?;
         let auth = auth.with_aws(crate::auth::aws::AwsIssuers::new(&config.issuers, telemetry.metrics.clone())?);
         let assertion = match &config.assertion {
             Some(a) => Some(Arc::new(Assertions::load(a, &config.audit.claims).map_err(BuildError::Assertion)?)),
@@ -102,12 +123,27 @@ impl Runtime {
         // Contacts nothing yet: a Redis store connects on first use.
         let replay = match config.routes.iter().any(|r| r.one_time) {
             true => {
-                let store = crate::replay::store(&config.replay).map_err(BuildError::Replay)?;
+                let kept = previous
+                    .filter(|p| p.config.replay == config.replay)
+                    .and_then(|p| p.replay.as_ref())
+                    .map(|r| r.store());
+                let store = match kept {
+                    Some(store) => store,
+                    None => crate::replay::store(&config.replay).map_err(BuildError::Replay)?,
+                };
                 Some(Arc::new(Replay::new(store, &config, telemetry.metrics.clone())))
             }
             false => None,
         };
+        let (connections, in_flight) = match previous {
+            Some(p) => (p.connections.clone(), p.in_flight.clone()),
+            None => {
+                (Capacity::new(config.server.max_connections), Capacity::new(config.server.max_concurrent_requests))
+            }
+        };
         Ok(Runtime {
+            connections,
+            in_flight,
             replay,
             assertion,
             routes: Arc::new(RouteTable::new(&config.routes)),
@@ -129,9 +165,11 @@ impl Runtime {
         Response = crate::Response,
         Error = Infallible,
         Future = crate::layer::BoxResponseFuture,
-    > + Clone
+    >
+    + Clone
     + Send
-    + 'static {
+    + 'static
+    + use<> {
         let server = &self.config.server;
         ServiceBuilder::new()
             // Outermost, so every response (Runway's own included) carries the id.
@@ -143,6 +181,8 @@ impl Runtime {
                 self.audit_claims.clone(),
                 peer,
             ))
+            // 503 above the in-flight bound: before any work is spent on a request that will be shed.
+            .layer(ShedLayer::new(self.in_flight.clone()))
             // The whole exchange, Kong included, up to the response head.
             .layer(RequestTimeoutLayer::new(server.request_timeout))
             // Spoofable headers go before anything reads a header; the credential is lifted out.

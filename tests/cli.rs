@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -264,12 +264,6 @@ fn check_reads_runway_config_when_c_is_absent() {
 // ---------------------------------------------------------------------------------------------------------
 // serve
 // ---------------------------------------------------------------------------------------------------------
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("binding port 0: {e}"));
-    listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
-}
 
 /// Plain-HTTP GET: the status code, or `None` if nothing answers.
 fn http_get(port: u16, path: &str) -> Option<u16> {

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -55,12 +55,6 @@ fn require_nginx(test: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED {test}: nginx not found (/usr/sbin/nginx or PATH); `apt-get install nginx` to run it");
     }
     found
-}
-
-/// A free loopback port (bound to port 0, then released for nginx to take).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));
-    listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
 }
 
 /// A running nginx (single process, no daemon) with everything it writes inside its own temp dir; killed on drop.

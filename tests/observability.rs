@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -203,52 +202,23 @@ async fn metrics_and_audit_describe_every_request() {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("{e}")).port()
-}
-
-async fn wait_for_port(port: u16) {
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("runway never listened on {port}");
-}
-
-/// Runs the real binary (`runway serve`, debug logs) on free loopback ports with one gitlab issuer and an open
-/// route; returns the child (stdout and stderr piped) and its TLS port once it listens.
-async fn spawn_serve(pki: &Pki, idp: &TestIdp, upstream: &EchoUpstream) -> (std::process::Child, u16) {
+/// The real binary (`runway serve`) with one gitlab issuer and an open route.
+async fn spawn_serve(pki: &Pki, idp: &TestIdp, upstream: &EchoUpstream) -> Binary {
     let config = format!(
         "{}{}{}",
         base_config(pki, &upstream.url()),
         issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
         open_route("all", "/", "gitlab")
     );
-    let path = pki.write_file("serve.toml", config.as_bytes());
-    let (port, admin) = (free_port(), free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_runway"))
-        .args(["serve", "-c"])
-        .arg(&path)
-        .env("RUNWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUNWAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .args(["--log-level", "debug"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
-    wait_for_port(port).await;
-    (child, port)
+    Binary::spawn(pki, &config).await
 }
 
 #[tokio::test]
 async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
     let Backends { pki, key, idp, upstream } = Backends::start().await;
-    let (child, port) = spawn_serve(&pki, &idp, &upstream).await;
+    let runway = spawn_serve(&pki, &idp, &upstream).await;
     let client = TestClient::new(&pki);
-    let base = format!("https://localhost:{port}");
+    let base = runway.url("");
     let t = now();
     let good = key.mint(&claims(&idp.issuer(), AUD, json!({})));
     let bad = key.mint(&claims(&idp.issuer(), AUD, json!({"iat": t - 900, "exp": t - 600})));
@@ -265,12 +235,8 @@ async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
         let token = [&good, &bad, &forged][i % 3];
         client.get(&format!("{base}/req/{i}"), Some(token)).await;
     }
-    let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    assert!(status.is_ok_and(|s| s.success()));
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    runway.signal("TERM");
+    let output = runway.wait().await;
     assert!(output.status.success(), "exit status after SIGTERM: {:?}", output.status);
     let lines: Vec<Value> =
         audit_lines(&pki).into_iter().filter(|l| l["path"].as_str().is_some_and(|p| p.starts_with("/req/"))).collect();
@@ -331,13 +297,12 @@ async fn a_full_disk_is_counted_and_logged_and_requests_still_pass() {
 #[tokio::test]
 async fn sighup_reopens_the_audit_file_for_logrotate() {
     let Backends { pki, key, idp, upstream } = Backends::start().await;
-    let (child, port) = spawn_serve(&pki, &idp, &upstream).await;
+    let runway = spawn_serve(&pki, &idp, &upstream).await;
     let client = TestClient::new(&pki);
     let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
     let get = |p: String| {
-        let client = &client;
-        let token = &token;
-        async move { client.get(&format!("https://localhost:{port}{p}"), Some(token)).await.status }
+        let (client, token, url) = (&client, &token, runway.url(&p));
+        async move { client.get(&url, Some(token)).await.status }
     };
     for _ in 0..100 {
         if get("/warm".into()).await == 200 {
@@ -355,8 +320,7 @@ async fn sighup_reopens_the_audit_file_for_logrotate() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     std::fs::rename(audit_path(&pki), &rotated).unwrap_or_else(|e| panic!("{e}"));
-    let hup = Command::new("kill").arg("-HUP").arg(child.id().to_string()).status();
-    assert!(hup.is_ok_and(|s| s.success()));
+    runway.signal("HUP");
     let mut reopened = false;
     for _ in 0..100 {
         if audit_path(&pki).exists() {
@@ -367,11 +331,8 @@ async fn sighup_reopens_the_audit_file_for_logrotate() {
     }
     assert!(reopened, "SIGHUP did not reopen the audit file");
     assert_eq!(get("/after".into()).await, 200);
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    runway.signal("TERM");
+    let output = runway.wait().await;
     assert!(output.status.success(), "SIGHUP must not stop the process: {:?}", output.status);
     let old = std::fs::read_to_string(&rotated).unwrap_or_default();
     let new: Vec<String> = audit_lines(&pki).iter().filter_map(|l| l["path"].as_str().map(str::to_string)).collect();

@@ -33,6 +33,8 @@ struct FetchState {
     last_kid_refetch: Option<Instant>,
     /// `jwks_uri`, once known (configured or discovered).
     jwks_uri: Option<String>,
+    /// When the keys now installed were fetched, and the `max-age` they came with: the refresher's first wait.
+    fetched: Option<(Instant, Option<Duration>)>,
 }
 
 /// An issuer's keys.
@@ -106,7 +108,7 @@ impl KeyStore {
             kid_refetch_interval: config.kid_refetch_interval,
             source,
             current: ArcSwap::from_pointee(KeySet::default()),
-            fetch: Mutex::new(FetchState { last_kid_refetch: None, jwks_uri }),
+            fetch: Mutex::new(FetchState { last_kid_refetch: None, jwks_uri, fetched: None }),
             last_error: std::sync::Mutex::new(None),
             metrics,
         };
@@ -118,6 +120,26 @@ impl KeyStore {
             store.install(load_file(path, &store.algorithms)?);
         }
         Ok(store)
+    }
+
+    /// Starts from the keys `previous` holds (a config reload whose issuer kept its key source and algorithms),
+    /// so a reload never leaves an issuer without keys while its IdP is slow or down. The refresher then
+    /// fetches on `previous`'s schedule. A `jwks_file` is never inherited: re-reading it is the point of a reload.
+    pub fn inherit(&mut self, previous: &KeyStore) {
+        if matches!(self.source, Source::File(_)) || !previous.is_ready() {
+            return;
+        }
+        let keys = previous.current();
+        self.metrics
+            .jwks_keys
+            .with_label_values(&[self.issuer_name.as_str()])
+            .set(keys.len().try_into().unwrap_or(i64::MAX));
+        self.current.store(keys);
+        if let Ok(old) = previous.fetch.try_lock() {
+            let state = self.fetch.get_mut();
+            state.jwks_uri = state.jwks_uri.take().or_else(|| old.jwks_uri.clone());
+            state.fetched = old.fetched;
+        }
     }
 
     /// The current keys.
@@ -169,10 +191,14 @@ impl KeyStore {
 
     /// Keeps remote keys fresh until the task is dropped: every `refresh_interval`, sooner when the IdP's
     /// `max-age` asks for it (but never more often than `kid_refetch_interval`), and with a capped backoff
-    /// while the IdP fails.
+    /// while the IdP fails. Keys inherited from a previous config are refreshed when they would have been.
     pub async fn run_refresher(self: Arc<Self>) {
         if matches!(self.source, Source::File(_)) {
             return;
+        }
+        let inherited = self.fetch.lock().await.fetched;
+        if let Some((at, max_age)) = inherited {
+            tokio::time::sleep(self.wait_after(max_age).saturating_sub(at.elapsed())).await;
         }
         let mut failures: u32 = 0;
         loop {
@@ -183,10 +209,7 @@ impl KeyStore {
             let wait = match result {
                 Ok(max_age) => {
                     failures = 0;
-                    // Not `clamp`: it panics (killing this task) when kid_refetch_interval > refresh_interval.
-                    max_age.map_or(self.refresh_interval, |age| {
-                        age.max(self.kid_refetch_interval).min(self.refresh_interval)
-                    })
+                    self.wait_after(max_age)
                 }
                 Err(_) => {
                     failures = failures.saturating_add(1);
@@ -196,6 +219,12 @@ impl KeyStore {
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// How long keys fetched with this `max-age` stay fresh.
+    fn wait_after(&self, max_age: Option<Duration>) -> Duration {
+        // Not `clamp`: it panics when kid_refetch_interval > refresh_interval.
+        max_age.map_or(self.refresh_interval, |age| age.max(self.kid_refetch_interval).min(self.refresh_interval))
     }
 
     fn set_last_error(&self, error: Option<String>) {
@@ -245,6 +274,7 @@ impl KeyStore {
         let (set, skipped) = KeySet::from_jwks(&doc, &self.algorithms, generation)
             .map_err(|message| JwksError::Document { url: jwks_uri.clone(), message })?;
         self.install((set, skipped));
+        state.fetched = Some((Instant::now(), max_age));
         Ok(max_age)
     }
 

@@ -245,22 +245,38 @@ impl From<AuthError> for Refusal {
 
 impl Authenticator {
     /// Builds the issuers (reading any `jwks_file` now). Remote keys load once [`Authenticator::refreshers`]
-    /// run.
+    /// run. On a reload, `previous` is the authenticator being replaced: issuers that kept their `iss`, key
+    /// source and algorithms start from its keys (see [`KeyStore::inherit`]).
     pub fn new(
         configs: &[IssuerConfig],
         fetcher: &Fetcher,
         metrics: Arc<Metrics>,
         cache_capacity: usize,
+        previous: Option<&Authenticator>,
     ) -> Result<Self, (String, JwksError)> {
         let mut issuers = Vec::with_capacity(configs.len());
         let mut by_iss: HashMap<String, Vec<Arc<Issuer>>> = HashMap::new();
         for config in configs.iter().filter(|c| c.kind != IssuerKind::Aws) {
-            let keys = KeyStore::new(config, fetcher, metrics.clone()).map_err(|e| (config.name.clone(), e))?;
+            let mut keys = KeyStore::new(config, fetcher, metrics.clone()).map_err(|e| (config.name.clone(), e))?;
+            if let Some(old) = previous.and_then(|p| p.same_keys_as(config)) {
+                keys.inherit(&old.keys);
+            }
             let issuer = Arc::new(Issuer { config: config.clone(), keys: Arc::new(keys) });
             by_iss.entry(config.issuer.clone()).or_default().push(issuer.clone());
             issuers.push(issuer);
         }
         Ok(Authenticator { issuers, by_iss, metrics, cache: TokenCache::new(cache_capacity), aws: None })
+    }
+
+    /// The issuer of this authenticator whose keys `config` would fetch from the same place, for the same
+    /// `iss`, with the same algorithms.
+    fn same_keys_as(&self, config: &IssuerConfig) -> Option<&Arc<Issuer>> {
+        self.issuers.iter().find(|i| {
+            i.config.name == config.name
+                && i.config.issuer == config.issuer
+                && i.config.keys == config.keys
+                && i.config.algorithms == config.algorithms
+        })
     }
 
     /// Adds the kind aws issuers (built apart: they need STS clients, not keys).

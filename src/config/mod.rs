@@ -36,6 +36,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 104_857_600;
 /// Default number of verified tokens remembered.
 pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 10_000;
+/// `server.max_concurrent_requests`: far above what two cores forward at Kong's usual latency, low enough that
+/// a stalled Kong cannot make Runway hold unbounded memory in waiting requests.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4096;
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default upstream response timeout.
@@ -141,6 +144,8 @@ pub struct ServerConfig {
     pub max_body_bytes: Option<u64>,
     /// Verified tokens remembered; 0 = no cache.
     pub token_cache_size: usize,
+    /// Requests in flight at once (all connections); above it, 503 + `Retry-After`.
+    pub max_concurrent_requests: usize,
 }
 
 /// `[admin]`.

@@ -60,6 +60,8 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     /// Verified tokens remembered; 0 disables the cache.
     pub token_cache_size: Option<u64>,
+    /// Requests in flight at once; above it requests are shed with 503.
+    pub max_concurrent_requests: Option<u64>,
 }
 
 /// `[admin]`.

@@ -43,6 +43,13 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
             }
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
         },
+        max_concurrent_requests: match s.max_concurrent_requests {
+            None => DEFAULT_MAX_CONCURRENT_REQUESTS,
+            Some(0) => {
+                return Err(ConfigError::invalid("server.max_concurrent_requests", "must be at least 1"));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        },
         token_cache_size: s
             .token_cache_size
             .map_or(DEFAULT_TOKEN_CACHE_SIZE, |n| usize::try_from(n).unwrap_or(usize::MAX)),

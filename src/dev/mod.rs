@@ -51,7 +51,7 @@ impl Demo {
     pub async fn run(self, announce: impl FnOnce(&str)) -> Result<(), DevError> {
         let Demo { server, instructions, _issuer, _kong } = self;
         let ready = server.readiness();
-        tokio::spawn(crate::server::signals(server.shutdown_handle(), server.audit()));
+        tokio::spawn(crate::server::signals(server.shutdown_handle(), server.reloader()));
         let running = tokio::spawn(server.run());
         wait_for_keys(ready).await?;
         announce(&instructions);

@@ -25,16 +25,21 @@ const WITHOUT_EXP: Duration = Duration::from_secs(24 * 3600);
 
 /// The replay check: the store, and how long each issuer's tokens stay acceptable after `exp`.
 pub struct Replay {
-    store: Box<dyn ReplayStore>,
+    store: Arc<dyn ReplayStore>,
     leeway: HashMap<String, Duration>,
     metrics: Arc<Metrics>,
 }
 
 impl Replay {
     /// With `store`, for the issuers of `config`.
-    pub fn new(store: Box<dyn ReplayStore>, config: &Config, metrics: Arc<Metrics>) -> Replay {
+    pub fn new(store: Arc<dyn ReplayStore>, config: &Config, metrics: Arc<Metrics>) -> Replay {
         let leeway = config.issuers.iter().map(|i| (i.name.clone(), i.leeway)).collect();
         Replay { store, leeway, metrics }
+    }
+
+    /// The store, to hand on to the config that replaces this one: used token ids must outlive a reload.
+    pub fn store(&self) -> Arc<dyn ReplayStore> {
+        self.store.clone()
     }
 
     /// The store's kind, for logs.

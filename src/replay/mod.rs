@@ -12,6 +12,7 @@ pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use layer::ReplayLayer;
@@ -99,10 +100,10 @@ impl ReplayKey {
 }
 
 /// Builds the configured store. Contacts no network: a Redis connection is made on first use.
-pub fn store(config: &ReplayStoreConfig) -> Result<Box<dyn ReplayStore>, ::redis::RedisError> {
+pub fn store(config: &ReplayStoreConfig) -> Result<Arc<dyn ReplayStore>, ::redis::RedisError> {
     Ok(match config {
-        ReplayStoreConfig::Memory => Box::new(memory::MemoryStore::new(memory::DEFAULT_CAPACITY)),
-        ReplayStoreConfig::Redis { url } => Box::new(redis::RedisStore::new(url)?),
+        ReplayStoreConfig::Memory => Arc::new(memory::MemoryStore::new(memory::DEFAULT_CAPACITY)),
+        ReplayStoreConfig::Redis { url } => Arc::new(redis::RedisStore::new(url)?),
     })
 }
 

@@ -1,7 +1,9 @@
 //! The TLS listener: accepts within `max_connections`, handshakes (TLS 1.2/1.3, ALPN h2 + http/1.1), serves
 //! each connection through the pipeline, closes idle ones, and drains in-flight requests on shutdown.
+//! The runtime it serves is swapped by [`reload`]: each request runs on the runtime that was live when it began.
 
 mod idle;
+pub mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::Instrument;
@@ -21,6 +23,7 @@ use crate::admin;
 use crate::headers::MAX_HEADER_BYTES;
 use crate::proxy::Runtime;
 use idle::{Activity, Tracked};
+pub use reload::{ReloadError, Reloader};
 
 /// Most concurrent h2 streams per connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -70,10 +73,11 @@ impl ShutdownHandle {
 
 /// A bound, not yet running, Runway.
 pub struct Server {
-    runtime: Arc<Runtime>,
+    reloader: Arc<Reloader>,
     listener: TcpListener,
     admin: TcpListener,
     shutdown: watch::Sender<bool>,
+    watch_interval: Duration,
 }
 
 impl Server {
@@ -88,13 +92,19 @@ impl Server {
 
     /// A check of whether every issuer has usable keys (what `/readyz` reports), usable while serving.
     pub fn readiness(&self) -> impl Fn() -> bool + Send + 'static {
-        let auth = self.runtime.auth.clone();
-        move || auth.issuers().iter().all(|i| i.keys.is_ready())
+        let reloader = self.reloader.clone();
+        move || reloader.current().auth.issuers().iter().all(|i| i.keys.is_ready())
     }
 
-    /// The audit log, for reopening it on SIGHUP.
-    pub fn audit(&self) -> Option<crate::audit::AuditLog> {
-        self.runtime.telemetry.audit.clone()
+    /// Reloads the config; what SIGHUP and `POST /reload` call.
+    pub fn reloader(&self) -> Arc<Reloader> {
+        self.reloader.clone()
+    }
+
+    /// How often certificate, key and JWKS files are checked for changes (default [`reload::WATCH_INTERVAL`]).
+    pub fn watch_files_every(mut self, interval: Duration) -> Self {
+        self.watch_interval = interval;
+        self
     }
 
     /// Binds both listeners.
@@ -111,17 +121,23 @@ impl Server {
             addr: admin_addr,
             source,
         })?;
-        Ok(Server { runtime: Arc::new(runtime), listener, admin, shutdown: watch::channel(false).0 })
+        Ok(Server {
+            reloader: Reloader::new(runtime),
+            listener,
+            admin,
+            shutdown: watch::channel(false).0,
+            watch_interval: reload::WATCH_INTERVAL,
+        })
     }
 
     /// The TLS listener's address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap_or(self.runtime.config.server.listen)
+        self.listener.local_addr().unwrap_or(self.reloader.current().config.server.listen)
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().unwrap_or(self.runtime.config.admin.listen)
+        self.admin.local_addr().unwrap_or(self.reloader.current().config.admin.listen)
     }
 
     /// A handle that stops the server.
@@ -131,34 +147,21 @@ impl Server {
 
     /// Serves until shut down; then drains within `shutdown_grace`.
     pub async fn run(self) {
-        let Server { runtime, listener, admin, shutdown } = self;
+        let Server { reloader, listener, admin, shutdown, watch_interval } = self;
         let mut stop = shutdown.subscribe();
+        reloader.start().await;
         let mut background = tokio::task::JoinSet::new();
-        for refresher in runtime.auth.refreshers() {
-            background.spawn(refresher);
-        }
-        background.spawn(admin::serve(
-            admin,
-            runtime.auth.clone(),
-            runtime.telemetry.metrics.clone(),
-            runtime.assertion.as_ref().map(|a| a.jwks()),
-            shutdown.subscribe(),
-        ));
-        if let Some(replay) = &runtime.replay {
-            tracing::info!(store = replay.store_kind(), "one_time routes: replay store ready");
-        }
-        if let Some(assertion) = &runtime.assertion {
-            tracing::info!(kid = assertion.kid(), "identity assertion signing key loaded");
-        }
+        background.spawn(admin::serve(admin, reloader.clone(), shutdown.subscribe()));
+        background.spawn(reloader.clone().watch_files(watch_interval));
+        announce(&reloader.current());
 
         let graceful = GracefulShutdown::new();
-        let limit = Arc::new(Semaphore::new(runtime.config.server.max_connections));
-        let acceptor = TlsAcceptor::from(runtime.tls.clone());
-        let builder = http_builder(&runtime);
         tracing::info!(listen = %listener.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "runway is serving");
         loop {
+            // The bound survives reloads (a reload resizes it), so take it from whichever runtime is live.
+            let connections = reloader.current().connections.semaphore().clone();
             let permit = tokio::select! {
-                p = limit.clone().acquire_owned() => p,
+                p = connections.acquire_owned() => p,
                 _ = stop.changed() => break,
             };
             let Ok(permit) = permit else { break };
@@ -174,12 +177,7 @@ impl Server {
                 },
                 _ = stop.changed() => break,
             };
-            let conn = Connection {
-                runtime: runtime.clone(),
-                acceptor: acceptor.clone(),
-                builder: builder.clone(),
-                watcher: graceful.watcher(),
-            };
+            let conn = Connection { reloader: reloader.clone(), watcher: graceful.watcher() };
             let span = tracing::info_span!("connection", %peer);
             tokio::spawn(
                 async move {
@@ -190,16 +188,27 @@ impl Server {
             );
         }
         drop(listener);
-        let grace = runtime.config.server.shutdown_grace;
+        let grace = reloader.current().config.server.shutdown_grace;
         tracing::info!(connections = graceful.count(), grace_s = grace.as_secs_f64(), "shutting down: draining");
         if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
             tracing::warn!("shutdown grace period over: closing the remaining connections");
         }
         background.shutdown().await;
-        if let Some(audit) = &runtime.telemetry.audit {
+        reloader.stop().await;
+        if let Some(audit) = &reloader.current().telemetry.audit {
             audit.shutdown().await;
         }
         tracing::info!("runway stopped");
+    }
+}
+
+/// Logs what the starting config enables beyond the basics.
+fn announce(runtime: &Runtime) {
+    if let Some(replay) = &runtime.replay {
+        tracing::info!(store = replay.store_kind(), "one_time routes: replay store ready");
+    }
+    if let Some(assertion) = &runtime.assertion {
+        tracing::info!(kid = assertion.kid(), "identity assertion signing key loaded");
     }
 }
 
@@ -223,20 +232,21 @@ fn http_builder(runtime: &Runtime) -> auto::Builder<TokioExecutor> {
 }
 
 struct Connection {
-    runtime: Arc<Runtime>,
-    acceptor: TlsAcceptor,
-    builder: auto::Builder<TokioExecutor>,
+    reloader: Arc<Reloader>,
     watcher: hyper_util::server::graceful::Watcher,
 }
 
 impl Connection {
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
-        let server = &self.runtime.config.server;
-        let metrics = &self.runtime.telemetry.metrics;
+        // The handshake, the timeouts and HTTP settings come from the config live at accept.
+        let runtime = self.reloader.current();
+        let server = &runtime.config.server;
+        let metrics = runtime.telemetry.metrics.clone();
         let _ = tcp.set_nodelay(true);
         metrics.connections_active.inc();
         let _open = scopeguard(metrics.connections_active.clone());
-        let tls = match tokio::time::timeout(server.header_read_timeout, self.acceptor.accept(tcp)).await {
+        let acceptor = TlsAcceptor::from(runtime.tls.clone());
+        let tls = match tokio::time::timeout(server.header_read_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 metrics.tls_handshake_failures.inc();
@@ -251,19 +261,20 @@ impl Connection {
         };
         let activity = Activity::new();
         let io = TokioIo::new(Tracked::new(tls, activity.clone()));
-        let stack = self.runtime.stack(peer);
+        let stacks = Arc::new(std::sync::Mutex::new(Pipeline { stack: runtime.stack(peer), runtime: runtime.clone() }));
+        let reloader = self.reloader.clone();
         let tracker = activity.clone();
         let service = tower::service_fn(move |req| {
             let in_flight = tracker.request();
-            let call = stack.clone().oneshot(req);
+            let call = current_stack(&stacks, reloader.live(), |live| live.stack(peer)).oneshot(req);
             async move {
                 let response = call.await;
                 drop(in_flight);
                 response
             }
         });
-        let conn =
-            self.watcher.watch(self.builder.serve_connection(io, TowerToHyperService::new(service)).into_owned());
+        let builder = http_builder(&runtime);
+        let conn = self.watcher.watch(builder.serve_connection(io, TowerToHyperService::new(service)).into_owned());
         tokio::pin!(conn);
         let idle_timeout = server.idle_timeout;
         let check_every = (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -286,6 +297,27 @@ impl Connection {
     }
 }
 
+/// A connection's pipeline and the runtime it was built from.
+struct Pipeline<S> {
+    runtime: Arc<Runtime>,
+    stack: S,
+}
+
+/// The pipeline of the live runtime: the connection's own while no reload happened (one pointer compare, no
+/// reference count taken), rebuilt once for the connection after one.
+fn current_stack<S: Clone>(
+    pipeline: &std::sync::Mutex<Pipeline<S>>,
+    live: &arc_swap::ArcSwap<Runtime>,
+    build: impl FnOnce(&Runtime) -> S,
+) -> S {
+    let live = live.load();
+    let mut pipeline = pipeline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !Arc::ptr_eq(&pipeline.runtime, &live) {
+        *pipeline = Pipeline { stack: build(&live), runtime: Arc::clone(&live) };
+    }
+    pipeline.stack.clone()
+}
+
 /// Decrements the open-connections gauge when the connection ends, however it ends.
 struct OpenConnection(prometheus::IntGauge);
 
@@ -299,9 +331,9 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Waits for SIGTERM or SIGINT and shuts the server down. SIGHUP reopens the audit file (logrotate);
-/// configuration reload is not part of this build yet.
-pub async fn signals(handle: ShutdownHandle, audit: Option<crate::audit::AuditLog>) {
+/// Waits for SIGTERM or SIGINT and shuts the server down. SIGHUP reopens the audit file (logrotate) and
+/// reloads the configuration.
+pub async fn signals(handle: ShutdownHandle, reloader: Arc<Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
@@ -314,10 +346,11 @@ pub async fn signals(handle: ShutdownHandle, audit: Option<crate::audit::AuditLo
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
-                if let Some(audit) = &audit {
+                if let Some(audit) = &reloader.current().telemetry.audit {
                     audit.reopen().await;
                 }
-                tracing::warn!("SIGHUP: audit file reopened; configuration reload is not available in this build");
+                // Refused reloads are logged and counted inside; the old config keeps serving.
+                let _ = reloader.reload("SIGHUP").await;
             }
         }
     }

@@ -172,3 +172,14 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     msg
 }
+
+/// Completes a TLS handshake with `addr` (trusting the test CA, SNI `localhost`) and returns the subject CN
+/// of the certificate the server presented: which certificate a listener serves right now.
+pub async fn served_certificate_cn(pki: &Pki, addr: std::net::SocketAddr) -> Option<String> {
+    let connector = tokio_rustls::TlsConnector::from(pki.client_config());
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+    let tls = connector.connect(name, tcp).await.ok()?;
+    let certs = tls.get_ref().1.peer_certificates()?;
+    super::der::subject_common_name(certs.first()?)
+}

@@ -16,7 +16,7 @@ pub mod tokens;
 pub mod upstream;
 
 #[allow(unused_imports)]
-pub use client::{TestClient, TestResponse, streaming_body_sha256};
+pub use client::{TestClient, TestResponse, served_certificate_cn, streaming_body_sha256};
 #[allow(unused_imports)]
 pub use idp::TestIdp;
 #[allow(unused_imports)]
@@ -24,7 +24,10 @@ pub use pki::Pki;
 #[allow(unused_imports)]
 pub use redis::TestRedis;
 #[allow(unused_imports)]
-pub use runway::{Backends, Runway, audit_lines, audit_path, base_config, claims, issuer_block, open_route};
+pub use runway::{
+    Backends, Binary, Runway, audit_lines, audit_path, base_config, claims, free_port, issuer_block, metric_value,
+    open_route,
+};
 #[allow(unused_imports)]
 pub use tokens::{SigningKey, b64url, hs256, jwks, now, unsigned};
 #[allow(unused_imports)]

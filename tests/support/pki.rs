@@ -42,6 +42,17 @@ pub struct Pki {
     pub rogue_client_cert: PathBuf,
     /// Key of `rogue_client_cert` (PKCS#8 PEM).
     pub rogue_client_key: PathBuf,
+    /// The test CA's signing side, for certificates issued later ([`Pki::issue`]).
+    ca: Issuer<'static, KeyPair>,
+}
+
+/// What a certificate from [`Pki::issue`] is for.
+#[derive(Debug, Clone, Copy)]
+pub enum Usage {
+    /// A TLS server (SANs `localhost` and `127.0.0.1`).
+    Server,
+    /// A TLS client.
+    Client,
 }
 
 /// The aws-lc-rs provider, passed explicitly so nothing depends on a process default.
@@ -143,6 +154,7 @@ impl Pki {
             rogue_ca_pem: write("rogue-ca.pem", &rogue_ca_pem),
             rogue_client_cert: write("rogue-client.pem", &rogue_client_cert),
             rogue_client_key: write("rogue-client-key.pem", &rogue_client_key),
+            ca,
             dir,
         }
     }
@@ -206,6 +218,20 @@ impl Pki {
         let path = self.dir.path().join(name);
         std::fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
+    }
+
+    /// A new certificate from the test CA, written as `{name}.pem` and `{name}-key.pem` (a renewal, as
+    /// cert-manager would make one): returns `(cert, key)` paths.
+    pub fn issue(&self, name: &str, cn: &str, usage: Usage) -> (PathBuf, PathBuf) {
+        let (sans, eku): (&[&str], _) = match usage {
+            Usage::Server => (&SERVER_SANS, ExtendedKeyUsagePurpose::ServerAuth),
+            Usage::Client => (&[], ExtendedKeyUsagePurpose::ClientAuth),
+        };
+        let (cert, key) = new_leaf(&self.ca, sans, cn, eku);
+        (
+            self.write_file(&format!("{name}.pem"), cert.as_bytes()),
+            self.write_file(&format!("{name}-key.pem"), key.as_bytes()),
+        )
     }
 
     /// `(cert, key)` files that do not belong together: `server_cert` with a freshly

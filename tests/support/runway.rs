@@ -29,11 +29,23 @@ impl Runway {
         Self::try_start(pki, config).await.unwrap_or_else(|e| panic!("runway did not start: {e}\n{config}"))
     }
 
+    /// Like `start`, checking the files the config names for changes every `interval` (hot reload tests).
+    pub async fn start_watching(pki: &Pki, config: &str, interval: Duration) -> Runway {
+        Self::start_inner(pki, config, Some(interval)).await.unwrap_or_else(|e| panic!("runway did not start: {e}"))
+    }
+
     /// Like `start`, returning the error instead of panicking.
     pub async fn try_start(pki: &Pki, config: &str) -> Result<Runway, String> {
+        Self::start_inner(pki, config, None).await
+    }
+
+    async fn start_inner(pki: &Pki, config: &str, watch: Option<Duration>) -> Result<Runway, String> {
         let config_path = pki.write_file("runway.toml", config.as_bytes());
         let loaded = runway::config::load(&config_path).map_err(|e| e.to_string())?;
-        let server = Server::start(loaded).await.map_err(|e| e.to_string())?;
+        let mut server = Server::start(loaded).await.map_err(|e| e.to_string())?;
+        if let Some(interval) = watch {
+            server = server.watch_files_every(interval);
+        }
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let handle = server.shutdown_handle();
@@ -48,16 +60,24 @@ impl Runway {
 
     /// Plain-HTTP GET on the admin listener: (status, body).
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut tcp = tokio::net::TcpStream::connect(self.admin).await.unwrap_or_else(|e| panic!("admin connect: {e}"));
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("admin write: {e}"));
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.unwrap_or_else(|e| panic!("admin read: {e}"));
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (status, body)
+        admin_request(self.admin, "GET", path).await
+    }
+
+    /// `POST /reload` on the admin listener: (status, JSON body).
+    pub async fn reload(&self) -> (u16, Value) {
+        let (status, body) = admin_request(self.admin, "POST", "/reload").await;
+        (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("/reload answered non-JSON ({e}): {body}")))
+    }
+
+    /// Rewrites the config file it runs (then `reload`, SIGHUP, or a watched file change applies it).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(&self.config_path, config).unwrap_or_else(|e| panic!("writing the config: {e}"));
+    }
+
+    /// The value of one series on `/metrics` (`name{labels}` exactly as rendered), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.admin_get("/metrics").await;
+        metric_value(&text, series)
     }
 
     /// Waits until `/readyz` answers 200 (at most 10 s).
@@ -99,6 +119,115 @@ impl Drop for Runway {
         self.handle.shutdown();
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+/// One HTTP/1.1 request with an empty body on a plain-HTTP listener (the admin one): (status, body).
+pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("admin connect: {e}"));
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("admin write: {e}"));
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.unwrap_or_else(|e| panic!("admin read: {e}"));
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// A series' value in Prometheus text (`name{labels}` exactly as rendered), 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A loopback port that was free a moment ago (for programs that cannot be given port 0).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("binding port 0: {e}"));
+    listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
+}
+
+/// The real `runway serve` binary on free loopback ports, debug logs; stdout and stderr go to files (a pipe
+/// nobody reads would block it once full); killed on drop unless [`Binary::wait`] collected it.
+pub struct Binary {
+    child: Option<std::process::Child>,
+    logs: (PathBuf, PathBuf),
+    /// TLS port.
+    pub port: u16,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// The config file it runs.
+    pub config_path: PathBuf,
+}
+
+impl Binary {
+    /// Writes `config` as `serve.toml` next to the PKI and runs `runway serve` on it (listeners overridden by
+    /// environment, as a deployment would); returns once the TLS port accepts.
+    pub async fn spawn(pki: &Pki, config: &str) -> Binary {
+        let config_path = pki.write_file("serve.toml", config.as_bytes());
+        let (port, admin) = (free_port(), free_port());
+        let logs = (pki.dir.path().join("serve.stdout"), pki.dir.path().join("serve.stderr"));
+        let file = |path: &PathBuf| std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_runway"))
+            .args(["serve", "-c"])
+            .arg(&config_path)
+            .env("RUNWAY__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUNWAY__ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+            .args(["--log-level", "debug"])
+            .stdout(file(&logs.0))
+            .stderr(file(&logs.1))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn runway: {e}"));
+        let binary =
+            Binary { child: Some(child), logs, port, admin: SocketAddr::from(([127, 0, 0, 1], admin)), config_path };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return binary;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("runway never listened on {port}");
+    }
+
+    /// `https://localhost:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.port)
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().map(|c| c.id().to_string()).unwrap_or_default();
+        let status = std::process::Command::new("kill").arg(format!("-{signal}")).arg(pid).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} failed");
+    }
+
+    /// What it has written to stderr so far (its log).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.logs.1).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit: its status and everything it printed.
+    pub async fn wait(mut self) -> std::process::Output {
+        let mut child = self.child.take().unwrap_or_else(|| panic!("already collected"));
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("waiting for runway: {e}"));
+        let read = |path: &PathBuf| std::fs::read(path).unwrap_or_default();
+        std::process::Output { status, stdout: read(&self.logs.0), stderr: read(&self.logs.1) }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
