@@ -212,6 +212,16 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 
+    /// Drops the key series of an issuer a reload removed, so dashboards and the stale-keys alert do not keep
+    /// reporting an issuer that no longer exists.
+    pub fn forget_issuer(&self, issuer: &str) {
+        let _ = self.jwks_keys.remove_label_values(&[issuer]);
+        let _ = self.jwks_last_success.remove_label_values(&[issuer]);
+        for result in ["ok", "error"] {
+            let _ = self.jwks_refresh.remove_label_values(&[issuer, result]);
+        }
+    }
+
     /// Records the state of an issuer's keys after a load attempt.
     pub fn jwks_loaded(&self, issuer: &str, result: Result<usize, ()>) {
         match result {

@@ -62,6 +62,16 @@ async fn reload_applies_a_new_config_and_refuses_a_broken_one() {
     assert_eq!(runway.metric("runway_config_reloads_total{result=\"error\"}").await, broken.len() as f64);
     let (status, _) = runway.admin_get("/reload").await;
     assert_eq!(status, 405, "a reload is a POST");
+
+    // An issuer the new config drops leaves no key series behind.
+    assert_eq!(runway.metric("runway_jwks_keys{issuer=\"gitlab\"}").await, 1.0);
+    let anonymous = "\n[[routes]]\nname = \"status\"\npath_prefix = \"/status\"\nanonymous = true\n";
+    runway.rewrite_config(&format!("{}{anonymous}", base_config(&b.pki, &b.upstream.url())));
+    assert_eq!(runway.reload().await.0, 200);
+    let (_, metrics) = runway.admin_get("/metrics").await;
+    let stale: Vec<&str> = metrics.lines().filter(|l| l.starts_with("runway_jwks") && l.contains("gitlab")).collect();
+    assert!(stale.is_empty(), "key series of a removed issuer remain: {stale:?}");
+    assert_eq!(client.get(&runway.url("/status"), None).await.status, 200);
 }
 
 #[tokio::test]

@@ -130,6 +130,11 @@ impl Reloader {
                 let mut fresh = JoinSet::new();
                 spawn_refreshers(&next, &mut fresh);
                 let summary = (next.config.routes.len(), next.config.issuers.len());
+                for gone in
+                    current.config.issuers.iter().filter(|o| !next.config.issuers.iter().any(|n| n.name == o.name))
+                {
+                    metrics.forget_issuer(&gone.name);
+                }
                 self.live.store(Arc::new(next));
                 // Dropping the old set aborts the old refreshers; the new ones already run.
                 *tasks = fresh;
