@@ -47,6 +47,12 @@ pub enum Rejection {
         /// The limit.
         limit: u64,
     },
+    /// The client stopped sending the request body for `server.header_read_timeout`.
+    #[error("the request body stalled: no bytes arrived for {}s", .idle.as_secs_f64())]
+    RequestTimeout {
+        /// How long nothing came.
+        idle: std::time::Duration,
+    },
     /// Request headers over 64 KiB.
     #[error("request headers are larger than {limit} bytes")]
     HeadersTooLarge {
@@ -126,6 +132,7 @@ impl From<UpstreamError> for Rejection {
         match e {
             UpstreamError::Timeout => Rejection::GatewayTimeout("upstream did not answer in time".into()),
             UpstreamError::BodyTooLarge { limit } => Rejection::PayloadTooLarge { limit },
+            UpstreamError::BodyStalled { idle } => Rejection::RequestTimeout { idle },
             UpstreamError::Connect(_) => Rejection::BadGateway("could not connect to the upstream".into()),
             UpstreamError::Request(_) => Rejection::BadGateway("the upstream exchange failed".into()),
         }
@@ -142,6 +149,7 @@ impl Rejection {
             Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Rejection::Forbidden { .. } => StatusCode::FORBIDDEN,
             Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Rejection::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::Unavailable(_) | Rejection::ReplayUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -161,6 +169,7 @@ impl Rejection {
             Rejection::Unauthorized(e) => e.reason(),
             Rejection::Forbidden { .. } => "policy",
             Rejection::PayloadTooLarge { .. } => "body_too_large",
+            Rejection::RequestTimeout { .. } => "body_timeout",
             Rejection::HeadersTooLarge { .. } => "headers_too_large",
             Rejection::Overloaded { .. } => "overloaded",
             Rejection::Unavailable(_) => "keys_unavailable",
@@ -263,6 +272,7 @@ mod tests {
             ),
             (Rejection::PayloadTooLarge { limit: 1 }, 413, None),
             (Rejection::HeadersTooLarge { limit: 1 }, 431, None),
+            (Rejection::RequestTimeout { idle: std::time::Duration::from_secs(1) }, 408, None),
             (Rejection::Unavailable("keys".into()), 503, None),
             (Rejection::Overloaded { limit: 8 }, 503, None),
             (Rejection::from(AuthError::StsUnavailable { issuer: "aws".into() }), 503, None),

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
-use crate::limit::BodyCapExceeded;
+use crate::limit::{BodyFault, BodyFaultKind};
 use crate::metrics::Metrics;
 use crate::observe::Outcome;
 use crate::tls::{self, TlsError};
@@ -44,6 +44,12 @@ pub enum UpstreamError {
     BodyTooLarge {
         /// The limit.
         limit: u64,
+    },
+    /// The client sent no request body bytes for this long.
+    #[error("request body stalled for {}s", .idle.as_secs_f64())]
+    BodyStalled {
+        /// How long.
+        idle: Duration,
     },
 }
 
@@ -164,17 +170,21 @@ where
         parts.authority = Some(authority);
         *req.uri_mut() = Uri::from_parts(parts).map_err(|e| UpstreamError::Request(e.to_string()))?;
         *req.version_mut() = Version::HTTP_11;
-        let body_cap = req.extensions().get::<BodyCapExceeded>().cloned();
+        let body_fault = req.extensions().get::<BodyFault>().cloned();
         let response =
             tokio::time::timeout(self.timeout, self.client.request(req)).await.map_err(|_| UpstreamError::Timeout)?;
-        let mut response = response.map_err(|e| self.classify(e, body_cap.as_ref()))?;
+        let mut response = response.map_err(|e| self.classify(e, body_fault.as_ref()))?;
         strip_hop_by_hop(response.headers_mut());
         Ok(response)
     }
 
-    fn classify(&self, e: hyper_util::client::legacy::Error, body_cap: Option<&BodyCapExceeded>) -> UpstreamError {
-        if body_cap.is_some_and(BodyCapExceeded::is_set) {
-            return UpstreamError::BodyTooLarge { limit: self.body_limit.unwrap_or(u64::MAX) };
+    fn classify(&self, e: hyper_util::client::legacy::Error, body_fault: Option<&BodyFault>) -> UpstreamError {
+        match body_fault.and_then(BodyFault::get) {
+            Some(BodyFaultKind::TooLarge) => {
+                return UpstreamError::BodyTooLarge { limit: self.body_limit.unwrap_or(u64::MAX) };
+            }
+            Some(BodyFaultKind::Stalled(idle)) => return UpstreamError::BodyStalled { idle },
+            None => {}
         }
         let text = crate::auth::fetch::error_chain(&e);
         if e.is_connect() { UpstreamError::Connect(text) } else { UpstreamError::Request(text) }
@@ -223,13 +233,13 @@ impl<B> Forward<B> {
 }
 
 impl UpstreamError {
-    /// The `kind` label of `upstream_errors_total`; `None` for a client's fault (body too large).
+    /// The `kind` label of `upstream_errors_total`; `None` for a client's fault (body too large or stalled).
     pub fn kind(&self) -> Option<&'static str> {
         match self {
             UpstreamError::Connect(_) => Some("connect"),
             UpstreamError::Request(_) => Some("request"),
             UpstreamError::Timeout => Some("timeout"),
-            UpstreamError::BodyTooLarge { .. } => None,
+            UpstreamError::BodyTooLarge { .. } | UpstreamError::BodyStalled { .. } => None,
         }
     }
 }

@@ -167,6 +167,10 @@ where
         if header_bytes(req.headers()) > MAX_HEADER_BYTES {
             return reject(&req, Rejection::HeadersTooLarge { limit: MAX_HEADER_BYTES });
         }
+        // Before anything is stripped: Transfer-Encoding, Upgrade and Host are read as the client sent them.
+        if let Err(rejection) = crate::strict::check(&req) {
+            return reject(&req, rejection);
+        }
         let credential = sanitize(req.headers_mut(), self.peer.trusted);
         req.extensions_mut().insert(credential);
         req.extensions_mut().insert(self.peer);

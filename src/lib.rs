@@ -1,12 +1,12 @@
 //! Runway: an identity-aware reverse proxy in front of Kong.
 //!
 //! A request's path through the crate, in order: [`server`] accepts and terminates TLS ([`tls`]),
-//! [`proxy`] composes the pipeline: [`request_id`], [`limit`] (timeout), [`headers`] (strip what the
-//! client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?), [`limit`] (body
-//! cap), [`replay`] (a `one_time` route's token passes once), [`headers`] (say who they are),
-//! [`assertion`] (and sign it), then [`forward`] to Kong over mTLS. [`error`] turns every
-//! refusal into a response; [`observe`] records [`metrics`] and the [`audit`] trail for every request;
-//! [`admin`] serves metrics, health and readiness; [`config`] loads and validates it all.
+//! [`proxy`] composes the pipeline: [`request_id`], [`limit`] (timeout), [`headers`] (refuse what
+//! [`strict`] will not interpret, strip what the client may not say), [`routing`], [`auth`] (verify the
+//! token), [`policy`] (may they?), [`limit`] (body cap), [`replay`] (a `one_time` route's token passes
+//! once), [`headers`] (say who they are), [`assertion`] (and sign it), then [`forward`] to Kong over mTLS.
+//! [`error`] turns every refusal into a response; [`observe`] records [`metrics`] and the [`audit`] trail
+//! for every request; [`admin`] serves metrics, health and readiness; [`config`] loads and validates it all.
 
 pub mod admin;
 pub mod assertion;
@@ -29,6 +29,7 @@ pub mod replay;
 pub mod request_id;
 pub mod routing;
 pub mod server;
+pub mod strict;
 pub mod tls;
 
 /// The body of every response Runway sends: Kong's, streamed, or Runway's own.

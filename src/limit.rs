@@ -1,9 +1,10 @@
-//! Request limits: the whole-request timeout (504) and the body size cap (413, up front from
-//! `Content-Length`, or mid-stream for chunked bodies).
+//! Request limits: the whole-request timeout (504), the body size cap (413, up front from
+//! `Content-Length`, or mid-stream for chunked bodies) and the body stall timeout (408: no body bytes for
+//! `server.header_read_timeout`, the body's counterpart of hyper's timeout on the head).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use bytes::Buf;
 use http::Request;
 use http::header::CONTENT_LENGTH;
 use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use crate::error::Rejection;
 use crate::layer::{BoxResponseFuture, Inner, reject, rejection_response};
@@ -76,23 +78,25 @@ where
     }
 }
 
-/// Caps request bodies at `max_body_bytes` (`None` = unlimited, still streamed).
+/// Caps request bodies at `max_body_bytes` (`None` = unlimited, still streamed) and fails a body that
+/// stalls for longer than the stall timeout.
 #[derive(Clone)]
 pub struct BodyLimitLayer {
     limit: Option<u64>,
+    stall: Duration,
 }
 
 impl BodyLimitLayer {
-    /// With this cap.
-    pub fn new(limit: Option<u64>) -> Self {
-        BodyLimitLayer { limit }
+    /// With this cap and this longest wait for the next body bytes.
+    pub fn new(limit: Option<u64>, stall: Duration) -> Self {
+        BodyLimitLayer { limit, stall }
     }
 }
 
 impl<S> tower::Layer<S> for BodyLimitLayer {
     type Service = BodyLimit<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        BodyLimit { inner, limit: self.limit }
+        BodyLimit { inner, limit: self.limit, stall: self.stall }
     }
 }
 
@@ -101,6 +105,7 @@ impl<S> tower::Layer<S> for BodyLimitLayer {
 pub struct BodyLimit<S> {
     inner: S,
     limit: Option<u64>,
+    stall: Duration,
 }
 
 impl<S, B> tower::Service<Request<B>> for BodyLimit<S>
@@ -123,22 +128,54 @@ where
         if declared.is_some_and(|len| len > limit) {
             return reject(&req, Rejection::PayloadTooLarge { limit });
         }
-        let exceeded = BodyCapExceeded::default();
-        let mut req = req.map(|inner| CappedBody { inner, remaining: limit, exceeded: exceeded.clone() });
-        req.extensions_mut().insert(exceeded);
+        let fault = BodyFault::new(self.stall);
+        let mut req =
+            req.map(|inner| CappedBody { inner, remaining: limit, fault: fault.clone(), stall: None, waiting: false });
+        req.extensions_mut().insert(fault);
         Box::pin(self.inner.call(req))
     }
 }
 
-/// Set when a request body went over the cap, so the forwarder answers 413 rather than 502 whatever way
-/// the aborted upstream exchange surfaces.
-#[derive(Debug, Clone, Default)]
-pub struct BodyCapExceeded(Arc<AtomicBool>);
+/// What went wrong with a request body on the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFaultKind {
+    /// It went over the cap.
+    TooLarge,
+    /// No bytes came for this long.
+    Stalled(Duration),
+}
 
-impl BodyCapExceeded {
-    /// Whether the cap was hit.
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+/// Set when a request body failed on the client's side, so the forwarder answers 413 or 408 rather than
+/// 502 whatever way the aborted upstream exchange surfaces.
+#[derive(Debug, Clone)]
+pub struct BodyFault(Arc<FaultState>);
+
+#[derive(Debug)]
+struct FaultState {
+    kind: AtomicU8,
+    stall_after: Duration,
+}
+
+const TOO_LARGE: u8 = 1;
+const STALLED: u8 = 2;
+
+impl BodyFault {
+    /// None yet, for a body allowed to stall for `stall_after`.
+    pub fn new(stall_after: Duration) -> Self {
+        BodyFault(Arc::new(FaultState { kind: AtomicU8::new(0), stall_after }))
+    }
+
+    /// What happened, if anything.
+    pub fn get(&self) -> Option<BodyFaultKind> {
+        match self.0.kind.load(Ordering::Relaxed) {
+            TOO_LARGE => Some(BodyFaultKind::TooLarge),
+            STALLED => Some(BodyFaultKind::Stalled(self.0.stall_after)),
+            _ => None,
+        }
+    }
+
+    fn set(&self, kind: u8) {
+        self.0.kind.store(kind, Ordering::Relaxed);
     }
 }
 
@@ -147,13 +184,24 @@ impl BodyCapExceeded {
 #[error("request body over the size limit")]
 pub struct BodyTooLarge;
 
+/// No body bytes arrived for the stall timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes for {}s", .0.as_secs_f64())]
+pub struct BodyStalled(pub Duration);
+
 pin_project_lite::pin_project! {
-    /// A request body that fails once more than the cap has streamed through.
+    /// A request body that fails once more than the cap has streamed through, or once the client has sent
+    /// nothing for the stall timeout while the body was being read.
     pub struct CappedBody<B> {
         #[pin]
         inner: B,
         remaining: u64,
-        exceeded: BodyCapExceeded,
+        fault: BodyFault,
+        // Made on the first wait only (a body that is already buffered never needs one), then reset: one
+        // timer per request at most, not one per frame.
+        stall: Option<Pin<Box<Sleep>>>,
+        // Waiting for the client since the timer was last set.
+        waiting: bool,
     }
 }
 
@@ -169,16 +217,37 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                *this.waiting = false;
                 let len = frame.data_ref().map_or(0, |d| d.remaining() as u64);
                 if len > *this.remaining {
-                    this.exceeded.0.store(true, Ordering::Relaxed);
+                    this.fault.set(TOO_LARGE);
                     return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                 }
                 *this.remaining -= len;
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            other => other.map(|_| None),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                // Only the client's silence counts: time spent while the forwarder was not asking for more
+                // (Kong applying back-pressure) ends as soon as the client's next bytes are found.
+                let after = this.fault.0.stall_after;
+                let timer = match this.stall {
+                    Some(timer) => {
+                        if !*this.waiting {
+                            timer.as_mut().reset(Instant::now() + after);
+                        }
+                        timer
+                    }
+                    None => this.stall.insert(Box::pin(tokio::time::sleep(after))),
+                };
+                *this.waiting = true;
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.fault.set(STALLED);
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(after)))));
+                }
+                Poll::Pending
+            }
         }
     }
 

@@ -193,8 +193,8 @@ impl Runtime {
             .layer(AuthLayer::new(self.auth.clone()))
             // 403: may they?
             .layer(PolicyLayer)
-            // 413: only authorised bodies are read at all.
-            .layer(BodyLimitLayer::new(server.max_body_bytes))
+            // 413/408: only authorised bodies are read at all.
+            .layer(BodyLimitLayer::new(server.max_body_bytes, server.header_read_timeout))
             // 401/503 on one_time routes: after policy (only an allowed request uses its jti up) and after a
             // declared Content-Length over the cap (a 413 does not burn it either).
             .layer(ReplayLayer::new(self.replay.clone()))

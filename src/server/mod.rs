@@ -25,8 +25,11 @@ use crate::proxy::Runtime;
 use idle::{Activity, Tracked};
 pub use reload::{ReloadError, Reloader};
 
-/// Most concurrent h2 streams per connection.
+/// Most concurrent h2 streams per connection; more are refused with REFUSED_STREAM (RFC 9113 section 5.1.2).
 const MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Most header fields in an HTTP/1.1 request head; hyper answers 431 beyond.
+const MAX_HEADER_FIELDS: usize = 128;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +223,7 @@ fn http_builder(runtime: &Runtime) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(server.header_read_timeout)
         .max_buf_size(MAX_HEADER_BYTES + 8 * 1024)
+        .max_headers(MAX_HEADER_FIELDS)
         .keep_alive(true);
     builder
         .http2()

@@ -9,6 +9,7 @@ pub mod client;
 mod der;
 pub mod idp;
 pub mod pki;
+pub mod raw;
 pub mod redis;
 pub mod runway;
 pub mod sts;
@@ -21,6 +22,8 @@ pub use client::{TestClient, TestResponse, served_certificate_cn, streaming_body
 pub use idp::TestIdp;
 #[allow(unused_imports)]
 pub use pki::Pki;
+#[allow(unused_imports)]
+pub use raw::{RawResponse, RawTls, frames};
 #[allow(unused_imports)]
 pub use redis::TestRedis;
 #[allow(unused_imports)]

@@ -38,6 +38,7 @@ struct Stats {
     connections: AtomicUsize,
     handshake_failures: AtomicUsize,
     requests: AtomicUsize,
+    aborted: AtomicUsize,
     delay: Mutex<Duration>,
 }
 
@@ -90,6 +91,11 @@ impl EchoUpstream {
         self.stats.requests.load(Ordering::SeqCst)
     }
 
+    /// Requests whose body ended in an error (the sender aborted it) instead of completing.
+    pub fn aborted(&self) -> usize {
+        self.stats.aborted.load(Ordering::SeqCst)
+    }
+
     /// Sleep this long before answering each request (after reading its body).
     pub fn set_delay(&self, d: Duration) {
         *self.stats.delay.lock().unwrap_or_else(PoisonError::into_inner) = d;
@@ -132,7 +138,10 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, stats: Arc<St
                 .and_then(|certs| certs.first())
                 .and_then(|cert| der::subject_common_name(cert));
             let service = service_fn(move |req| handle(stats.clone(), cn.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tls), service).await;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Any head Runway lets through reaches the echo (hyper's h2 default list size is 16 KiB).
+            builder.http2().max_header_list_size(1 << 20);
+            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
         });
     }
 }
@@ -156,6 +165,7 @@ async fn handle(
                 }
             }
             Err(e) => {
+                stats.aborted.fetch_add(1, Ordering::SeqCst);
                 let msg = format!("error reading request body: {e}");
                 let mut resp = Response::new(full(msg.into()));
                 *resp.status_mut() = StatusCode::BAD_REQUEST;
