@@ -38,10 +38,15 @@ struct Fx {
 }
 
 async fn fixture() -> Fx {
+    fixture_with("header_read_timeout = \"1s\"").await
+}
+
+/// The fixture with these `[server]` lines.
+async fn fixture_with(server: &str) -> Fx {
     let b = Backends::start().await;
     let config = format!(
         "{}{}{}",
-        base_config(&b.pki, &b.upstream.url()).replace("[admin]", "header_read_timeout = \"1s\"\n\n[admin]"),
+        base_config(&b.pki, &b.upstream.url()).replace("[admin]", &format!("{server}\n\n[admin]")),
         issuer_block("ci", "oidc", &b.idp.issuer(), AUD, ""),
         ROUTES
     );
@@ -633,4 +638,51 @@ async fn pipeline_refusals_are_audited_and_counted() {
     let upstream_errors: Vec<&str> =
         metrics.lines().filter(|l| l.starts_with("runway_upstream_errors_total{") && !l.ends_with(" 0")).collect();
     assert!(upstream_errors.is_empty(), "a stalled client is not an upstream error: {upstream_errors:?}");
+}
+
+/// hyper-util reads the first bytes to tell HTTP/1.1 from h2 without a timer: a preface trickled byte by byte
+/// must still be cut off at `header_read_timeout`.
+#[tokio::test]
+async fn a_trickled_h2_preface_is_cut_off_at_header_read_timeout() {
+    let fx = fixture().await;
+    let mut conn = fx.h2().await;
+    let started = Instant::now();
+    let mut cut_after = None;
+    for byte in frames::PREFACE.iter().cycle().take(40) {
+        if conn.send(&[*byte]).await.is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let elapsed = cut_after.unwrap_or_else(|| started.elapsed());
+    assert!(cut_after.is_some() || conn.closed(Duration::from_millis(100)).await, "still open after {elapsed:?}");
+    assert!(elapsed < Duration::from_millis(2500), "cut after {elapsed:?}, header_read_timeout is 1 s");
+    fx.still_serves().await;
+}
+
+/// Idle means no request in flight, whatever bytes move: h2 PINGs do not keep a connection open past
+/// `idle_timeout`, while a response that takes longer than it to arrive does not count as idle.
+#[tokio::test]
+async fn an_h2_connection_kept_alive_only_by_pings_is_closed_at_idle_timeout() {
+    let fx = fixture_with("header_read_timeout = \"1s\"\nidle_timeout = \"2s\"").await;
+    fx.b.upstream.set_delay(Duration::from_millis(2500));
+    let mut conn = fx.h2().await;
+    conn.h2_handshake().await;
+    conn.send(&frames::get(1, "/slow")).await.unwrap_or_else(|e| panic!("send: {e}"));
+    let answer = conn.frame_where(|f| f.stream == 1 || f.kind == frames::GOAWAY).await;
+    assert_eq!(answer.map(|f| f.kind), Some(frames::HEADERS), "a slow answer (2.5 s) is not idleness (2 s)");
+    fx.b.upstream.set_delay(Duration::ZERO);
+    let started = Instant::now();
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(8) {
+        if conn.send(&frames::frame(0x6, 0, 0, &[0; 8])).await.is_err() || conn.closed(Duration::from_millis(300)).await
+        {
+            closed = true;
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(closed, "PINGs kept the connection open for {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(1500), "closed too early: {elapsed:?}");
 }

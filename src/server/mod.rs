@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::admin;
 use crate::headers::MAX_HEADER_BYTES;
 use crate::proxy::Runtime;
-use idle::{Activity, Tracked};
+use idle::{Activity, Guarded};
 pub use reload::{ReloadError, Reloader};
 
 /// Most concurrent h2 streams per connection; more are refused with REFUSED_STREAM (RFC 9113 section 5.1.2).
@@ -264,7 +264,7 @@ impl Connection {
             }
         };
         let activity = Activity::new();
-        let io = TokioIo::new(Tracked::new(tls, activity.clone()));
+        let io = TokioIo::new(tls);
         let stacks = Arc::new(std::sync::Mutex::new(Pipeline { stack: runtime.stack(peer), runtime: runtime.clone() }));
         let reloader = self.reloader.clone();
         let tracker = activity.clone();
@@ -272,16 +272,16 @@ impl Connection {
             let in_flight = tracker.request();
             let call = current_stack(&stacks, reloader.live(), |live| live.stack(peer)).oneshot(req);
             async move {
-                let response = call.await;
-                drop(in_flight);
-                response
+                let response = call.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, in_flight)))
             }
         });
         let builder = http_builder(&runtime);
         let conn = self.watcher.watch(builder.serve_connection(io, TowerToHyperService::new(service)).into_owned());
         tokio::pin!(conn);
-        let idle_timeout = server.idle_timeout;
-        let check_every = (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let (idle_timeout, first_request) = (server.idle_timeout, server.header_read_timeout);
+        let check_every =
+            (idle_timeout / 4).min(first_request / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             tokio::select! {
                 result = &mut conn => {
@@ -291,6 +291,11 @@ impl Connection {
                     return;
                 }
                 _ = tokio::time::sleep(check_every) => {
+                    // hyper bounds an HTTP/1.1 head, but not the wait for a first h2 request or a trickled preface.
+                    if !activity.has_served() && activity.age() >= first_request {
+                        tracing::debug!(%peer, "closing connection: no request within header_read_timeout");
+                        return;
+                    }
                     if activity.idle_for() >= idle_timeout {
                         tracing::debug!(%peer, "closing idle connection");
                         return;
