@@ -20,6 +20,7 @@ pub struct Runway {
     /// The config file it runs.
     pub config_path: PathBuf,
     handle: ShutdownHandle,
+    audit: Option<runway::audit::AuditLog>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -37,8 +38,9 @@ impl Runway {
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let handle = server.shutdown_handle();
+        let audit = server.audit();
         let task = tokio::spawn(server.run());
-        Ok(Runway { addr, admin, config_path, handle, task: Some(task) })
+        Ok(Runway { addr, admin, config_path, handle, audit, task: Some(task) })
     }
 
     /// `https://localhost:PORT{path}`.
@@ -58,6 +60,41 @@ impl Runway {
         let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (status, body)
+    }
+
+    /// `/readyz` as (status, JSON body).
+    pub async fn readyz(&self) -> (u16, Value) {
+        let (status, body) = self.admin_get("/readyz").await;
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    /// The single `missing` entry of a not-ready `/readyz`; panics if it is ready.
+    pub async fn readyz_problem(&self) -> Option<String> {
+        match self.readyz().await {
+            (503, body) => {
+                assert_eq!(body["ready"], false, "{body}");
+                let missing = body["missing"].as_array().cloned().unwrap_or_default();
+                assert_eq!(missing.len(), 1, "{body}");
+                missing[0].as_str().map(str::to_string)
+            }
+            (status, body) => panic!("expected /readyz 503, got {status}: {body}"),
+        }
+    }
+
+    /// The current value of one `/metrics` series (exact labels).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "/metrics: {text}");
+        super::metrics::value(&text, name, labels)
+    }
+
+    /// What SIGHUP does to the audit log: reopens its file.
+    pub async fn reopen_audit(&self) {
+        match &self.audit {
+            Some(audit) => audit.reopen().await,
+            None => panic!("this Runway has no audit log"),
+        }
     }
 
     /// Waits until `/readyz` answers 200 (at most 10 s).
