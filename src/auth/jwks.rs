@@ -2,8 +2,9 @@
 //! single-flight, rate-limited refetch that an unknown `kid` triggers.
 //!
 //! Every fetch runs under one async mutex, so concurrent unknown-kid misses share a single fetch, and the
-//! refetch interval caps how often a flood of random kids can make Runway call the IdP. When the IdP fails,
-//! the keys already known keep working.
+//! refetch interval caps how often a flood of random kids can make Runway call the IdP. When the IdP fails
+//! (unreachable, too slow, or serving anything but a JWKS with a usable key), the keys already known keep
+//! working.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -244,6 +245,13 @@ impl KeyStore {
         let generation = self.current.load().generation + 1;
         let (set, skipped) = KeySet::from_jwks(&doc, &self.algorithms, generation)
             .map_err(|message| JwksError::Document { url: jwks_uri.clone(), message })?;
+        if set.is_empty() {
+            // A broken IdP, not a rotation: installing it would refuse every token, so the known keys stay.
+            return Err(JwksError::Document {
+                url: jwks_uri,
+                message: format!("no key usable with the issuer's algorithms ({skipped} skipped)"),
+            });
+        }
         self.install((set, skipped));
         Ok(max_age)
     }
