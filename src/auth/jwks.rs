@@ -32,6 +32,8 @@ enum Source {
 struct FetchState {
     /// Last refetch caused by an unknown kid (background refreshes do not count against that budget).
     last_kid_refetch: Option<Instant>,
+    /// When the last fetch of any kind (background or unknown kid) finished, successful or not.
+    last_finished: Option<Instant>,
     /// `jwks_uri`, once known (configured or discovered).
     jwks_uri: Option<String>,
 }
@@ -107,7 +109,7 @@ impl KeyStore {
             kid_refetch_interval: config.kid_refetch_interval,
             source,
             current: ArcSwap::from_pointee(KeySet::default()),
-            fetch: Mutex::new(FetchState { last_kid_refetch: None, jwks_uri }),
+            fetch: Mutex::new(FetchState { last_kid_refetch: None, last_finished: None, jwks_uri }),
             last_error: std::sync::Mutex::new(None),
             metrics,
         };
@@ -149,10 +151,16 @@ impl KeyStore {
         if matches!(self.source, Source::File(_)) {
             return None;
         }
+        let asked = Instant::now();
         let mut state = self.fetch.lock().await;
         let now = self.current();
         if now.generation != seen.generation {
             return Some(now); // someone refreshed while we waited for the lock
+        }
+        if state.last_finished.is_some_and(|t| t > asked) {
+            // A fetch failed while we waited (a slow or broken IdP): asking again now would make this request
+            // wait a second fetch timeout for the same answer.
+            return None;
         }
         if state.last_kid_refetch.is_some_and(|t| t.elapsed() < self.kid_refetch_interval) {
             return None;
@@ -207,6 +215,7 @@ impl KeyStore {
 
     async fn refresh_locked(&self, state: &mut FetchState) -> Result<Option<Duration>, JwksError> {
         let result = self.fetch_keys(state).await;
+        state.last_finished = Some(Instant::now());
         match &result {
             Ok(_) => self.set_last_error(None),
             Err(e) => {
