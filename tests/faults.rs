@@ -167,6 +167,16 @@ async fn a_hanging_refresh_does_not_hold_up_requests_with_known_keys() {
     eprintln!(
         "hanging refresh: 100 fresh tokens in {window:?}, slowest {worst:?} (slowest of 20 before the hang: {baseline:?})"
     );
+
+    // A kid Runway does not know waits for the fetch in flight (it might bring that key), not for another one.
+    let fetches = idp.jwks_fetches();
+    let started = Instant::now();
+    let res = client.get(&url, Some(&fresh(&SigningKey::rsa("k2"), &idp.issuer()))).await;
+    let waited = started.elapsed();
+    assert_eq!(res.status, 401, "{}", res.text());
+    assert!(waited < FETCH_TIMEOUT + Duration::from_secs(1), "an unknown kid waited {waited:?}");
+    assert_eq!(idp.jwks_fetches(), fetches, "the failed fetch is not repeated for the waiting request");
+    eprintln!("hanging refresh: an unknown kid got its 401 after {waited:?}");
     idp.set_hang(false);
 }
 
