@@ -1,29 +1,40 @@
-//! Runway's log lines, captured in-process: a JSON `tracing` subscriber (the binary's format) installed as the
-//! current thread's default, writing into memory.
+//! Runway's log lines, captured in-process: one global JSON `tracing` subscriber (the binary's format) whose
+//! writer sends each line to the buffer of the thread that logged it, if that thread is capturing.
 //!
 //! `#[tokio::test]` runs every task of the test (Runway, the fake IdP, Kong, the client) on the test's own
-//! thread, so a thread-local subscriber sees everything Runway logs for that test and nothing from the tests
-//! running beside it. Threads Runway starts itself (the audit writer) are not captured.
+//! thread, so a test sees everything Runway logs for it and nothing from the tests running beside it.
+//! Threads Runway starts itself (the audit writer) are not captured. (Not a per-thread subscriber: tracing
+//! caches whether a call site is enabled across threads, and a thread without one would switch call sites
+//! off for the others.)
 
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing::subscriber::DefaultGuard;
+
+type Buffer = Arc<Mutex<Vec<u8>>>;
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Buffer>> = const { RefCell::new(None) };
+}
 
 /// The captured lines. Capture stops when this is dropped.
 pub struct Logs {
-    buffer: Arc<Mutex<Vec<u8>>>,
-    _guard: DefaultGuard,
+    buffer: Buffer,
 }
 
-#[derive(Clone)]
-struct Sink(Arc<Mutex<Vec<u8>>>);
+/// Writes to the current thread's capture buffer; discards when the thread is not capturing.
+struct ThreadSink;
 
-impl Write for Sink {
+impl Write for ThreadSink {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+        CAPTURE.with(|capture| {
+            if let Some(buffer) = capture.borrow().as_ref() {
+                buffer.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(bytes);
+            }
+        });
         Ok(bytes.len())
     }
 
@@ -32,20 +43,29 @@ impl Write for Sink {
     }
 }
 
-impl Logs {
-    /// Captures this thread's events at `info` and above (Runway's default level), as JSON lines.
-    pub fn capture() -> Logs {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = Sink(buffer.clone());
+fn install_subscriber() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::INFO)
-            .with_writer(move || sink.clone())
+            .with_writer(|| ThreadSink)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .finish();
-        Logs { buffer, _guard: tracing::subscriber::set_default(subscriber) }
+        tracing::subscriber::set_global_default(subscriber)
+            .unwrap_or_else(|e| panic!("another global tracing subscriber is installed: {e}"));
+    });
+}
+
+impl Logs {
+    /// Captures this thread's events at `info` and above (Runway's default level), as JSON lines.
+    pub fn capture() -> Logs {
+        install_subscriber();
+        let buffer = Buffer::default();
+        CAPTURE.with(|capture| *capture.borrow_mut() = Some(buffer.clone()));
+        Logs { buffer }
     }
 
     /// Every line so far, parsed.
@@ -82,5 +102,11 @@ impl Logs {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Drop for Logs {
+    fn drop(&mut self) {
+        CAPTURE.with(|capture| capture.borrow_mut().take());
     }
 }
