@@ -1,6 +1,7 @@
 //! Forwarding to Kong: a pooled hyper client over rustls with Runway's client certificate, HTTP/1.1 or h2
 //! by ALPN, bodies streamed both ways. Every connection goes to the configured upstream address, whatever
 //! the request's Host, so `preserve_host` can hand Kong the client's host without changing where we dial.
+//! A response body that breaks off mid-stream is logged and counted here, where the break is seen.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
@@ -105,7 +107,10 @@ impl tower::Service<Uri> for UpstreamConnector {
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let stream = TcpStream::connect((&*this.host, this.port)).await?;
+            // The OS error alone ("Connection refused") does not say where: name the address in the log.
+            let stream = TcpStream::connect((&*this.host, this.port)).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("TCP connect to {}:{}: {e}", this.host, this.port))
+            })?;
             stream.set_nodelay(true)?;
             Ok(TokioIo::new(stream))
         })
@@ -270,7 +275,13 @@ where
             match upstream.forward(Request::from_parts(parts, body), host).await {
                 Ok(response) => {
                     metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
-                    let mut response = response.map(http_body_util::Either::Left);
+                    let mut response = response.map(|body| {
+                        http_body_util::Either::Left(UpstreamBody {
+                            inner: body,
+                            metrics: metrics.clone(),
+                            request_id: request_id.clone(),
+                        })
+                    });
                     response.extensions_mut().insert(outcome);
                     Ok(response)
                 }
@@ -301,5 +312,43 @@ where
                 }
             }
         })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Kong's response body, streamed to the client. When it breaks off (Kong reset or closed the connection
+    /// mid-response), the error goes on to hyper, which aborts the client's response (no final chunk, or
+    /// fewer bytes than `Content-Length`, or an h2 reset) rather than end it as if complete, and the
+    /// failure is logged and counted as an upstream `request` error.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        metrics: Arc<Metrics>,
+        request_id: Option<crate::request_id::RequestId>,
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Err(e))) = &polled {
+            this.metrics.upstream_errors.with_label_values(&["request"]).inc();
+            let request_id = this.request_id.as_ref().map_or("-", |r| r.as_str());
+            let error = crate::auth::fetch::error_chain(e);
+            tracing::warn!(request_id, %error, "upstream response broke off mid-body: client response aborted");
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -33,7 +33,7 @@ pub mod strict;
 pub mod tls;
 
 /// The body of every response Runway sends: Kong's, streamed, or Runway's own.
-pub type ResponseBody = http_body_util::Either<hyper::body::Incoming, http_body_util::Full<bytes::Bytes>>;
+pub type ResponseBody = http_body_util::Either<forward::UpstreamBody, http_body_util::Full<bytes::Bytes>>;
 
 /// A response from the pipeline.
 pub type Response = http::Response<ResponseBody>;

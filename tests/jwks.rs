@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 const AUD: &str = "https://deploy.example.com";
@@ -79,42 +78,6 @@ fn random_kid_token(key: &SigningKey, idp: &TestIdp) -> String {
     key.sign_with_header(&header, &claims(&idp.issuer(), AUD, json!({})))
 }
 
-/// Polls `check` every 25 ms until it yields a value; panics with `what` after `limit`.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// `/readyz` as (status, JSON body).
-async fn readyz(runway: &Runway) -> (u16, Value) {
-    let (status, body) = runway.admin_get("/readyz").await;
-    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
-    (status, json)
-}
-
-/// The single `missing` entry of a not-ready `/readyz`.
-async fn readyz_problem(runway: &Runway) -> Option<String> {
-    match readyz(runway).await {
-        (503, body) => {
-            assert_eq!(body["ready"], false, "{body}");
-            let missing = body["missing"].as_array().cloned().unwrap_or_default();
-            assert_eq!(missing.len(), 1, "{body}");
-            missing[0].as_str().map(str::to_string)
-        }
-        (status, body) => panic!("expected /readyz 503, got {status}: {body}"),
-    }
-}
-
 #[tokio::test]
 async fn discovery_is_used_by_default() {
     let env = Env::new().await;
@@ -125,7 +88,7 @@ async fn discovery_is_used_by_default() {
     assert!(idp.discovery_fetches() >= 1, "the discovery document was fetched");
     assert!(idp.jwks_fetches() >= 1, "the discovered jwks_uri was fetched");
     env.accepted(&runway, &token(&key, &idp)).await;
-    let (status, body) = readyz(&runway).await;
+    let (status, body) = runway.readyz().await;
     assert_eq!((status, body), (200, json!({"ready": true, "missing": []})));
 }
 
@@ -278,7 +241,7 @@ async fn known_keys_keep_working_while_the_idp_is_down() {
     env.accepted(&runway, &token(&key, &idp)).await;
     // An unknown kid is still a 401, not a 503.
     env.unknown_key(&runway, &token(&SigningKey::rsa("k9"), &idp)).await;
-    assert_eq!(readyz(&runway).await.0, 200, "keys once loaded keep the proxy ready");
+    assert_eq!(runway.readyz().await.0, 200, "keys once loaded keep the proxy ready");
 }
 
 #[tokio::test]
@@ -289,7 +252,7 @@ async fn idp_down_since_start_gives_503_until_it_recovers() {
     idp.set_down(true);
     let runway = env.runway(&idp.issuer(), "").await;
     let problem = eventually("/readyz to report the failed fetch", Duration::from_secs(5), || async {
-        readyz_problem(&runway).await.filter(|p| p.contains("answered 503"))
+        runway.readyz_problem().await.filter(|p| p.contains("answered 503"))
     })
     .await;
     assert!(problem.starts_with("issuer \"gitlab\": no usable keys"), "{problem}");
@@ -310,7 +273,7 @@ async fn idp_down_since_start_gives_503_until_it_recovers() {
     // Back up: the background retry (first backoff ~2 s) loads the keys.
     idp.set_down(false);
     eventually("/readyz to turn 200", Duration::from_secs(10), || async {
-        (readyz(&runway).await.0 == 200).then_some(())
+        (runway.readyz().await.0 == 200).then_some(())
     })
     .await;
     env.accepted(&runway, &token).await;
@@ -376,7 +339,7 @@ async fn discovery_naming_another_issuer_is_refused() {
     let configured = format!("{}/", idp.issuer());
     let runway = env.runway(&configured, "").await;
     let problem = eventually("/readyz to name the mismatch", Duration::from_secs(5), || async {
-        readyz_problem(&runway).await.filter(|p| p.contains("discovery names issuer"))
+        runway.readyz_problem().await.filter(|p| p.contains("discovery names issuer"))
     })
     .await;
     assert!(problem.starts_with("issuer \"gitlab\": no usable keys"), "{problem}");

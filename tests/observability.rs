@@ -3,13 +3,13 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
+use support::metrics::value;
 use support::*;
 
 const AUD: &str = "https://deploy.example.com";
@@ -31,33 +31,6 @@ mode = "report"
 issuer = "gitlab"
 claims = { environment = "production" }
 "#;
-
-/// One sample line of the text exposition: name, labels, value.
-fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .filter_map(|p| p.split_once("=\"").map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string())))
-                .collect();
-            Some((name.to_string(), labels, value.parse().ok()?))
-        })
-        .collect()
-}
-
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples(text).into_iter().find_map(|(n, l, v)| {
-        let want: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        (n == name && l == want).then_some(v)
-    })
-}
 
 fn sha256_prefix(token: &str) -> String {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
@@ -267,11 +240,13 @@ async fn the_binary_flushes_every_event_on_sigterm_and_logs_no_token() {
 }
 
 #[tokio::test]
-async fn a_full_disk_is_counted_and_logged_and_requests_still_pass() {
+async fn a_full_disk_is_counted_requests_still_pass_and_a_reopen_recovers() {
     let Backends { pki, key, idp, upstream } = Backends::start().await;
+    // The audit path leads to /dev/full (every write fails with ENOSPC) until the link is removed.
+    std::os::unix::fs::symlink("/dev/full", audit_path(&pki)).unwrap_or_else(|e| panic!("{e}"));
     let config = format!(
         "{}{}{}",
-        base_config(&pki, &upstream.url()).replace(&audit_path(&pki).display().to_string(), "/dev/full"),
+        base_config(&pki, &upstream.url()),
         issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
         open_route("all", "/", "gitlab")
     );
@@ -282,16 +257,29 @@ async fn a_full_disk_is_counted_and_logged_and_requests_still_pass() {
     for _ in 0..3 {
         assert_eq!(client.get(&runway.url("/x"), Some(&token)).await.status, 200);
     }
-    let mut errors = 0.0;
-    for _ in 0..100 {
-        let (_, text) = runway.admin_get("/metrics").await;
-        errors = value(&text, "runway_audit_write_errors_total", &[]).unwrap_or(0.0);
-        if errors >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    let errors = || async { runway.metric("runway_audit_write_errors_total", &[]).await.unwrap_or(0.0) };
+    eventually("failed audit writes to be counted", Duration::from_secs(2), || async {
+        (errors().await >= 1.0).then_some(())
+    })
+    .await;
+
+    // Space again (logrotate moved the file away): SIGHUP reopens the path, and events land there.
+    std::fs::remove_file(audit_path(&pki)).unwrap_or_else(|e| panic!("{e}"));
+    runway.reopen_audit().await;
+    eventually("events in the reopened audit file", Duration::from_secs(2), || async {
+        assert_eq!(client.get(&runway.url("/after"), Some(&token)).await.status, 200);
+        audit_lines(&pki).iter().any(|l| l["path"] == "/after").then_some(())
+    })
+    .await;
+    let settled = errors().await;
+    for _ in 0..3 {
+        assert_eq!(client.get(&runway.url("/after"), Some(&token)).await.status, 200);
     }
-    assert!(errors >= 1.0, "failed audit writes are counted");
+    eventually("the last events on disk", Duration::from_secs(2), || async {
+        (audit_lines(&pki).iter().filter(|l| l["path"] == "/after").count() >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(errors().await, settled, "no audit write fails once the disk has room");
 }
 
 #[tokio::test]

@@ -58,13 +58,16 @@ async fn reload_applies_a_new_config_and_refuses_a_broken_one() {
         assert!(error.contains(key), "the error names {key}: {error}");
         assert_eq!(client.get(&runway.url("/two"), Some(&token)).await.status, 200, "old config still serves");
     }
-    assert_eq!(runway.metric("runway_config_reloads_total{result=\"ok\"}").await, 1.0);
-    assert_eq!(runway.metric("runway_config_reloads_total{result=\"error\"}").await, broken.len() as f64);
+    assert_eq!(runway.metric("runway_config_reloads_total", &[("result", "ok")]).await.unwrap_or(0.0), 1.0);
+    assert_eq!(
+        runway.metric("runway_config_reloads_total", &[("result", "error")]).await.unwrap_or(0.0),
+        broken.len() as f64
+    );
     let (status, _) = runway.admin_get("/reload").await;
     assert_eq!(status, 405, "a reload is a POST");
 
     // An issuer the new config drops leaves no key series behind.
-    assert_eq!(runway.metric("runway_jwks_keys{issuer=\"gitlab\"}").await, 1.0);
+    assert_eq!(runway.metric("runway_jwks_keys", &[("issuer", "gitlab")]).await.unwrap_or(0.0), 1.0);
     let anonymous = "\n[[routes]]\nname = \"status\"\npath_prefix = \"/status\"\nanonymous = true\n";
     runway.rewrite_config(&format!("{}{anonymous}", base_config(&b.pki, &b.upstream.url())));
     assert_eq!(runway.reload().await.0, 200);
@@ -127,7 +130,10 @@ async fn reload_under_continuous_traffic_loses_no_request() {
     assert_eq!(failed, 0, "no request may fail because of a reload ({sent} sent)");
     assert!(sent > 100, "traffic kept flowing during the reloads: {sent}");
     assert!(teams.iter().all(|t| t.as_deref() == Some("platform")), "every connection runs the newest config");
-    assert_eq!(runway.metric("runway_config_reloads_total{result=\"ok\"}").await, (RELOADS + 1) as f64);
+    assert_eq!(
+        runway.metric("runway_config_reloads_total", &[("result", "ok")]).await.unwrap_or(0.0),
+        (RELOADS + 1) as f64
+    );
 }
 
 #[tokio::test]
@@ -169,7 +175,11 @@ async fn renewed_certificates_are_picked_up_from_disk_without_a_signal() {
     let fresh = TestClient::new(&b.pki);
     let echo = fresh.get(&runway.url("/x"), Some(&token)).await.json();
     assert_eq!(echo["client_cert_cn"], "runway-client-renewed", "Kong sees the renewed client certificate");
-    assert_eq!(runway.metric("runway_config_reloads_total{result=\"ok\"}").await, 1.0, "one reload for both pairs");
+    assert_eq!(
+        runway.metric("runway_config_reloads_total", &[("result", "ok")]).await.unwrap_or(0.0),
+        1.0,
+        "one reload for both pairs"
+    );
 
     // A key that does not match its certificate (a half-finished write that stays broken) is refused; the
     // renewed pair keeps serving.
@@ -177,7 +187,7 @@ async fn renewed_certificates_are_picked_up_from_disk_without_a_signal() {
     std::fs::rename(unrelated_key, &server_key).unwrap_or_else(|e| panic!("{e}"));
     let mut errors = 0.0;
     for _ in 0..50 {
-        errors = runway.metric("runway_config_reloads_total{result=\"error\"}").await;
+        errors = runway.metric("runway_config_reloads_total", &[("result", "error")]).await.unwrap_or(0.0);
         if errors > 0.0 {
             break;
         }
@@ -185,7 +195,7 @@ async fn renewed_certificates_are_picked_up_from_disk_without_a_signal() {
     }
     assert_eq!(errors, 1.0, "the broken pair is refused once, not retried every poll");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(runway.metric("runway_config_reloads_total{result=\"error\"}").await, 1.0);
+    assert_eq!(runway.metric("runway_config_reloads_total", &[("result", "error")]).await.unwrap_or(0.0), 1.0);
     assert_eq!(served_certificate_cn(&b.pki, runway.addr).await.as_deref(), Some("runway-server-renewed"));
     assert_eq!(fresh.get(&runway.url("/x"), Some(&token)).await.status, 200);
 }

@@ -2,8 +2,9 @@
 //! single-flight, rate-limited refetch that an unknown `kid` triggers.
 //!
 //! Every fetch runs under one async mutex, so concurrent unknown-kid misses share a single fetch, and the
-//! refetch interval caps how often a flood of random kids can make Runway call the IdP. When the IdP fails,
-//! the keys already known keep working.
+//! refetch interval caps how often a flood of random kids can make Runway call the IdP. When the IdP fails
+//! (unreachable, too slow, or serving anything but a JWKS with a usable key), the keys already known keep
+//! working.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,8 @@ enum Source {
 struct FetchState {
     /// Last refetch caused by an unknown kid (background refreshes do not count against that budget).
     last_kid_refetch: Option<Instant>,
+    /// When the last fetch of any kind (background or unknown kid) finished, successful or not.
+    last_finished: Option<Instant>,
     /// `jwks_uri`, once known (configured or discovered).
     jwks_uri: Option<String>,
     /// When the keys now installed were fetched, and the `max-age` they came with: the refresher's first wait.
@@ -108,7 +111,7 @@ impl KeyStore {
             kid_refetch_interval: config.kid_refetch_interval,
             source,
             current: ArcSwap::from_pointee(KeySet::default()),
-            fetch: Mutex::new(FetchState { last_kid_refetch: None, jwks_uri, fetched: None }),
+            fetch: Mutex::new(FetchState { last_kid_refetch: None, last_finished: None, jwks_uri, fetched: None }),
             last_error: std::sync::Mutex::new(None),
             metrics,
         };
@@ -170,10 +173,16 @@ impl KeyStore {
         if matches!(self.source, Source::File(_)) {
             return None;
         }
+        let asked = Instant::now();
         let mut state = self.fetch.lock().await;
         let now = self.current();
         if now.generation != seen.generation {
             return Some(now); // someone refreshed while we waited for the lock
+        }
+        if state.last_finished.is_some_and(|t| t > asked) {
+            // A fetch failed while we waited (a slow or broken IdP): asking again now would make this request
+            // wait a second fetch timeout for the same answer.
+            return None;
         }
         if state.last_kid_refetch.is_some_and(|t| t.elapsed() < self.kid_refetch_interval) {
             return None;
@@ -235,6 +244,7 @@ impl KeyStore {
 
     async fn refresh_locked(&self, state: &mut FetchState) -> Result<Option<Duration>, JwksError> {
         let result = self.fetch_keys(state).await;
+        state.last_finished = Some(Instant::now());
         match &result {
             Ok(_) => self.set_last_error(None),
             Err(e) => {
@@ -273,6 +283,13 @@ impl KeyStore {
         let generation = self.current.load().generation + 1;
         let (set, skipped) = KeySet::from_jwks(&doc, &self.algorithms, generation)
             .map_err(|message| JwksError::Document { url: jwks_uri.clone(), message })?;
+        if set.is_empty() {
+            // A broken IdP, not a rotation: installing it would refuse every token, so the known keys stay.
+            return Err(JwksError::Document {
+                url: jwks_uri,
+                message: format!("no key usable with the issuer's algorithms ({skipped} skipped)"),
+            });
+        }
         self.install((set, skipped));
         state.fetched = Some((Instant::now(), max_age));
         Ok(max_age)

@@ -99,6 +99,11 @@ impl Server {
         move || reloader.current().auth.issuers().iter().all(|i| i.keys.is_ready())
     }
 
+    /// The audit log (process-wide: it outlives reloads), for reopening it as SIGHUP does.
+    pub fn audit(&self) -> Option<crate::audit::AuditLog> {
+        self.reloader.current().telemetry.audit.clone()
+    }
+
     /// Reloads the config; what SIGHUP and `POST /reload` call.
     pub fn reloader(&self) -> Arc<Reloader> {
         self.reloader.clone()

@@ -1,5 +1,6 @@
 //! A fake OIDC issuer over plain HTTP on 127.0.0.1 (Runway allows plain http only for
-//! loopback issuers): serves discovery and a JWKS that tests can rotate, break or slow down.
+//! loopback issuers): serves discovery and a JWKS that tests can rotate, break or slow down, replace with
+//! any body (garbage), or take off the network and bring back on the same port.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,8 +26,14 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 struct State {
     issuer: String,
     jwks: Mutex<Value>,
+    /// Served at `/jwks` instead of `jwks`: (content type, body).
+    jwks_raw: Mutex<Option<(String, Bytes)>>,
+    /// Served as the discovery document instead of the generated one.
+    discovery: Mutex<Option<Value>>,
     cache_control: Mutex<Option<String>>,
     delay: Mutex<Duration>,
+    /// While true, requests wait (after being counted) until it turns false.
+    hang: tokio::sync::watch::Sender<bool>,
     down: AtomicBool,
     jwks_fetches: AtomicUsize,
     discovery_fetches: AtomicUsize,
@@ -42,7 +49,12 @@ pub struct TestIdp {
 impl TestIdp {
     /// Starts serving `jwks` at `/jwks` and a discovery document pointing to it.
     pub async fn start(jwks: Value) -> TestIdp {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding IdP listener: {e}"));
+        TestIdp::start_on("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")), jwks).await
+    }
+
+    /// Like [`TestIdp::start`], on `addr` (e.g. where an IdP that went down listened: it comes back).
+    pub async fn start_on(addr: SocketAddr, jwks: Value) -> TestIdp {
+        let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("binding IdP listener on {addr}: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("IdP local_addr: {e}"));
         let state = Arc::new(State { issuer: format!("http://{addr}"), jwks: Mutex::new(jwks), ..State::default() });
         let task = tokio::spawn(accept_loop(listener, state.clone()));
@@ -69,6 +81,16 @@ impl TestIdp {
         *lock(&self.state.jwks) = jwks;
     }
 
+    /// Serves `body` with `content_type` at `/jwks` instead of the JWKS (`None`: back to the JWKS).
+    pub fn set_jwks_raw(&self, raw: Option<(&str, Bytes)>) {
+        *lock(&self.state.jwks_raw) = raw.map(|(content_type, body)| (content_type.to_string(), body));
+    }
+
+    /// Serves `doc` as the discovery document (`None`: back to the generated one).
+    pub fn set_discovery(&self, doc: Option<Value>) {
+        *lock(&self.state.discovery) = doc;
+    }
+
     /// While down, every request is answered 503 (requests are still counted).
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);
@@ -84,6 +106,12 @@ impl TestIdp {
         *lock(&self.state.delay) = d;
     }
 
+    /// While hanging, requests are counted, then wait without an answer; turning it off releases the
+    /// waiting ones at once (an IdP that was slow and is fast again).
+    pub fn set_hang(&self, hang: bool) {
+        self.state.hang.send_replace(hang);
+    }
+
     /// Number of `GET /jwks` received (also counted while down).
     pub fn jwks_fetches(&self) -> usize {
         self.state.jwks_fetches.load(Ordering::SeqCst)
@@ -92,6 +120,14 @@ impl TestIdp {
     /// Number of `GET /.well-known/openid-configuration` received (also counted while down).
     pub fn discovery_fetches(&self) -> usize {
         self.state.discovery_fetches.load(Ordering::SeqCst)
+    }
+}
+
+impl TestIdp {
+    /// Stops the server and waits until its port is free (dropping it stops it in the background).
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -138,10 +174,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    let _ = state.hang.subscribe().wait_for(|hang| !*hang).await;
     if state.down.load(Ordering::SeqCst) {
-        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, None, "IdP is down".into()));
+        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, None, "IdP is down"));
     }
     let response = match (is_get, path) {
+        (true, "/jwks") if lock(&state.jwks_raw).is_some() => {
+            let (content_type, body) = lock(&state.jwks_raw).clone().unwrap_or_default();
+            reply(StatusCode::OK, Some(&content_type), body)
+        }
         (true, "/jwks") => {
             let body = lock(&state.jwks).to_string();
             let mut resp = reply(StatusCode::OK, Some("application/json"), body);
@@ -152,6 +193,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             }
             resp
         }
+        (true, DISCOVERY_PATH) if lock(&state.discovery).is_some() => {
+            let doc = lock(&state.discovery).clone().unwrap_or_default();
+            reply(StatusCode::OK, Some("application/json"), doc.to_string())
+        }
         (true, DISCOVERY_PATH) => {
             let doc = json!({
                 "issuer": state.issuer,
@@ -160,14 +205,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             });
             reply(StatusCode::OK, Some("application/json"), doc.to_string())
         }
-        (false, "/jwks" | DISCOVERY_PATH) => reply(StatusCode::METHOD_NOT_ALLOWED, None, "GET only".into()),
-        _ => reply(StatusCode::NOT_FOUND, None, "not found".into()),
+        (false, "/jwks" | DISCOVERY_PATH) => reply(StatusCode::METHOD_NOT_ALLOWED, None, "GET only"),
+        _ => reply(StatusCode::NOT_FOUND, None, "not found"),
     };
     Ok(response)
 }
 
-fn reply(status: StatusCode, content_type: Option<&str>, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+fn reply(status: StatusCode, content_type: Option<&str>, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     let content_type = content_type.unwrap_or("text/plain");
     if let Ok(value) = content_type.parse() {

@@ -20,6 +20,7 @@ pub struct Runway {
     /// The config file it runs.
     pub config_path: PathBuf,
     handle: ShutdownHandle,
+    audit: Option<runway::audit::AuditLog>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -49,8 +50,9 @@ impl Runway {
         let addr = server.local_addr();
         let admin = server.admin_addr();
         let handle = server.shutdown_handle();
+        let audit = server.audit();
         let task = tokio::spawn(server.run());
-        Ok(Runway { addr, admin, config_path, handle, task: Some(task) })
+        Ok(Runway { addr, admin, config_path, handle, audit, task: Some(task) })
     }
 
     /// `https://localhost:PORT{path}`.
@@ -74,10 +76,39 @@ impl Runway {
         std::fs::write(&self.config_path, config).unwrap_or_else(|e| panic!("writing the config: {e}"));
     }
 
-    /// The value of one series on `/metrics` (`name{labels}` exactly as rendered), 0 when absent.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let (_, text) = self.admin_get("/metrics").await;
-        metric_value(&text, series)
+    /// `/readyz` as (status, JSON body).
+    pub async fn readyz(&self) -> (u16, Value) {
+        let (status, body) = self.admin_get("/readyz").await;
+        let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("/readyz body is not JSON ({e}): {body}"));
+        (status, json)
+    }
+
+    /// The single `missing` entry of a not-ready `/readyz`; panics if it is ready.
+    pub async fn readyz_problem(&self) -> Option<String> {
+        match self.readyz().await {
+            (503, body) => {
+                assert_eq!(body["ready"], false, "{body}");
+                let missing = body["missing"].as_array().cloned().unwrap_or_default();
+                assert_eq!(missing.len(), 1, "{body}");
+                missing[0].as_str().map(str::to_string)
+            }
+            (status, body) => panic!("expected /readyz 503, got {status}: {body}"),
+        }
+    }
+
+    /// The current value of one `/metrics` series (exact labels).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (status, text) = self.admin_get("/metrics").await;
+        assert_eq!(status, 200, "/metrics: {text}");
+        super::metrics::value(&text, name, labels)
+    }
+
+    /// What SIGHUP does to the audit log: reopens its file.
+    pub async fn reopen_audit(&self) {
+        match &self.audit {
+            Some(audit) => audit.reopen().await,
+            None => panic!("this Runway has no audit log"),
+        }
     }
 
     /// Waits until `/readyz` answers 200 (at most 10 s).
@@ -138,18 +169,9 @@ pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, 
     (status, body)
 }
 
-/// A series' value in Prometheus text (`name{labels}` exactly as rendered), 0 when absent.
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 /// A loopback port that was free a moment ago (for programs that cannot be given port 0).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("binding port 0: {e}"));
-    listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port()
+    super::unused_addr().port()
 }
 
 /// The real `runway serve` binary on free loopback ports, debug logs; stdout and stderr go to files (a pipe

@@ -3,7 +3,9 @@
 //!
 //! Request bodies are streamed and hashed incrementally, never buffered, so tests can push
 //! hundreds of MiB through. `GET /stream/<N>` answers N bytes of `x` (64 KiB chunks);
-//! `/status/<code>` answers with that status (and the usual JSON).
+//! `/status/<code>` answers with that status (and the usual JSON). `/abort/<N>` promises 2N bytes
+//! (`Content-Length`) and `/abort-chunked/<N>` a chunked body, then each sends N bytes and breaks the
+//! connection: Kong dying mid-response.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -31,7 +33,7 @@ use super::pki::Pki;
 
 const CHUNK: u64 = 64 * 1024;
 
-type Body = BoxBody<Bytes, Infallible>;
+type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 #[derive(Default)]
 struct Stats {
@@ -57,8 +59,13 @@ impl EchoUpstream {
 
     /// Starts with any rustls server config (e.g. `pki.server_config()`, no client auth).
     pub async fn start_with_config(config: Arc<rustls::ServerConfig>) -> EchoUpstream {
+        EchoUpstream::start_on(config, "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))).await
+    }
+
+    /// Like [`EchoUpstream::start_with_config`], on `addr` (e.g. where a Kong that went away listened).
+    pub async fn start_on(config: Arc<rustls::ServerConfig>, addr: SocketAddr) -> EchoUpstream {
         let listener =
-            TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding upstream listener: {e}"));
+            TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("binding upstream listener on {addr}: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("upstream local_addr: {e}"));
         let stats = Arc::new(Stats::default());
         let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), stats.clone()));
@@ -99,6 +106,14 @@ impl EchoUpstream {
     /// Sleep this long before answering each request (after reading its body).
     pub fn set_delay(&self, d: Duration) {
         *self.stats.delay.lock().unwrap_or_else(PoisonError::into_inner) = d;
+    }
+}
+
+impl EchoUpstream {
+    /// Stops the server and waits until its port is free (dropping it stops it in the background).
+    pub async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
     }
 }
 
@@ -185,6 +200,14 @@ async fn handle(
     {
         return Ok(Response::new(stream_of_x(n)));
     }
+    if let Some((chunked, n)) = path
+        .strip_prefix("/abort/")
+        .map(|n| (false, n))
+        .or_else(|| path.strip_prefix("/abort-chunked/").map(|n| (true, n)))
+        .and_then(|(chunked, n)| Some((chunked, n.parse::<usize>().ok()?)))
+    {
+        return Ok(aborted(chunked, n));
+    }
     let status = path
         .strip_prefix("/status/")
         .and_then(|code| code.parse().ok())
@@ -222,7 +245,27 @@ async fn handle(
 }
 
 fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).boxed()
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
+/// A 200 whose body breaks 50 ms after `n` bytes of `x` (so the head and those bytes are on their way first);
+/// with `Content-Length: 2n` unless `chunked`. hyper drops the connection (h2: resets the stream) when a
+/// body fails, without the final chunk.
+fn aborted(chunked: bool, n: usize) -> Response<Body> {
+    use futures_util::StreamExt;
+    let frames = futures_util::stream::iter([true, false]).then(move |first| async move {
+        if first {
+            Ok(Frame::data(Bytes::from(vec![b'x'; n])))
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err("Kong went away mid-response".into())
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    if !chunked {
+        resp.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from(2 * n));
+    }
+    resp
 }
 
 /// `n` bytes of `x`, streamed in 64 KiB chunks (one shared chunk buffer).
@@ -230,7 +273,7 @@ fn stream_of_x(n: u64) -> Body {
     let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
     let frames = (0..n.div_ceil(CHUNK)).map(move |i| {
         let len = (n - i * CHUNK).min(CHUNK) as usize;
-        Ok::<_, Infallible>(Frame::data(chunk.slice(..len)))
+        Ok(Frame::data(chunk.slice(..len)))
     });
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
