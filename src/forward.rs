@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
+use crate::limit::StallTimer;
 use crate::limit::{BodyFault, BodyFaultKind};
 use crate::metrics::Metrics;
 use crate::observe::Outcome;
@@ -280,6 +281,8 @@ where
                             inner: body,
                             metrics: metrics.clone(),
                             request_id: request_id.clone(),
+                            stall_after: upstream.timeout,
+                            stall: StallTimer::default(),
                         })
                     });
                     response.extensions_mut().insert(outcome);
@@ -319,29 +322,50 @@ pin_project_lite::pin_project! {
     /// Kong's response body, streamed to the client. When it breaks off (Kong reset or closed the connection
     /// mid-response), the error goes on to hyper, which aborts the client's response (no final chunk, or
     /// fewer bytes than `Content-Length`, or an h2 reset) rather than end it as if complete, and the
-    /// failure is logged and counted as an upstream `request` error.
+    /// failure is logged and counted as an upstream `request` error. When Kong sends nothing for
+    /// `upstream.timeout` mid-body, the response is aborted the same way and counted as a `timeout`: the head
+    /// is already on its way, so a 504 is no longer possible, but the client must not wait forever.
     pub struct UpstreamBody {
         #[pin]
         inner: Incoming,
         metrics: Arc<Metrics>,
         request_id: Option<crate::request_id::RequestId>,
+        stall_after: Duration,
+        stall: StallTimer,
     }
 }
 
+/// Kong sent nothing for `upstream.timeout` in the middle of a response body.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent no response body bytes for {}s", .0.as_secs_f64())]
+pub struct UpstreamBodyStalled(Duration);
+
 impl Body for UpstreamBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(Some(Err(e))) = &polled {
-            this.metrics.upstream_errors.with_label_values(&["request"]).inc();
-            let request_id = this.request_id.as_ref().map_or("-", |r| r.as_str());
-            let error = crate::auth::fetch::error_chain(e);
-            tracing::warn!(request_id, %error, "upstream response broke off mid-body: client response aborted");
+        let request_id = this.request_id.as_ref().map_or("-", |r| r.as_str());
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.metrics.upstream_errors.with_label_values(&["request"]).inc();
+                let error = crate::auth::fetch::error_chain(&e);
+                tracing::warn!(request_id, %error, "upstream response broke off mid-body: client response aborted");
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending if this.stall.expired(*this.stall_after, cx) => {
+                this.metrics.upstream_errors.with_label_values(&["timeout"]).inc();
+                let stalled = UpstreamBodyStalled(*this.stall_after);
+                tracing::warn!(request_id, error = %stalled, "upstream response stalled mid-body: client response aborted");
+                Poll::Ready(Some(Err(Box::new(stalled))))
+            }
+            Poll::Pending => Poll::Pending,
+            ready => {
+                this.stall.progress();
+                ready.map_err(Into::into)
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

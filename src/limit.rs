@@ -130,7 +130,7 @@ where
         }
         let fault = BodyFault::new(self.stall);
         let mut req =
-            req.map(|inner| CappedBody { inner, remaining: limit, fault: fault.clone(), stall: None, waiting: false });
+            req.map(|inner| CappedBody { inner, remaining: limit, fault: fault.clone(), stall: StallTimer::default() });
         req.extensions_mut().insert(fault);
         Box::pin(self.inner.call(req))
     }
@@ -197,11 +197,41 @@ pin_project_lite::pin_project! {
         inner: B,
         remaining: u64,
         fault: BodyFault,
-        // Made on the first wait only (a body that is already buffered never needs one), then reset: one
-        // timer per request at most, not one per frame.
-        stall: Option<Pin<Box<Sleep>>>,
-        // Waiting for the client since the timer was last set.
-        waiting: bool,
+        stall: StallTimer,
+    }
+}
+
+/// Times the gaps of a streamed body: how long it has had nothing to give while being asked for more.
+/// Only a wait while the body is being polled counts: time spent while the reader was not asking (the other
+/// side applying back-pressure) ends as soon as the next poll finds data or starts a new wait.
+#[derive(Default)]
+pub struct StallTimer {
+    // Made on the first wait only (a body that is already buffered never needs one), then reset: one timer
+    // per body at most, not one per frame.
+    sleep: Option<Pin<Box<Sleep>>>,
+    // Waiting since the timer was last set.
+    waiting: bool,
+}
+
+impl StallTimer {
+    /// The body produced a frame.
+    pub fn progress(&mut self) {
+        self.waiting = false;
+    }
+
+    /// The body has nothing ready: whether it has now been waiting `after` (registers a wake-up if not).
+    pub fn expired(&mut self, after: Duration, cx: &mut Context<'_>) -> bool {
+        let timer = match &mut self.sleep {
+            Some(timer) => {
+                if !self.waiting {
+                    timer.as_mut().reset(Instant::now() + after);
+                }
+                timer
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(after))),
+        };
+        self.waiting = true;
+        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -217,7 +247,7 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                *this.waiting = false;
+                this.stall.progress();
                 let len = frame.data_ref().map_or(0, |d| d.remaining() as u64);
                 if len > *this.remaining {
                     this.fault.set(TOO_LARGE);
@@ -229,20 +259,9 @@ where
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                // Only the client's silence counts: time spent while the forwarder was not asking for more
-                // (Kong applying back-pressure) ends as soon as the client's next bytes are found.
+                // Only the client's silence counts, not Kong's back-pressure (see StallTimer).
                 let after = this.fault.0.stall_after;
-                let timer = match this.stall {
-                    Some(timer) => {
-                        if !*this.waiting {
-                            timer.as_mut().reset(Instant::now() + after);
-                        }
-                        timer
-                    }
-                    None => this.stall.insert(Box::pin(tokio::time::sleep(after))),
-                };
-                *this.waiting = true;
-                if timer.as_mut().poll(cx).is_ready() {
+                if this.stall.expired(after, cx) {
                     this.fault.set(STALLED);
                     return Poll::Ready(Some(Err(Box::new(BodyStalled(after)))));
                 }

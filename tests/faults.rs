@@ -444,6 +444,45 @@ async fn kong_breaking_off_mid_response_aborts_the_client_response() {
     );
 }
 
+/// Kong sends the head and part of the body, then nothing: after `upstream.timeout` (1 s here) without a
+/// byte, the client's response is aborted (never completed), logged and counted as a timeout.
+#[tokio::test]
+async fn kong_stalling_mid_body_aborts_the_client_response_after_the_upstream_timeout() {
+    let logs = Logs::capture();
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
+    let runway = runway(&pki, &upstream.url(), &idp.issuer(), "").await;
+    runway.wait_ready().await;
+    let token = fresh(&key, &idp.issuer());
+    for client in [TestClient::new(&pki), TestClient::http2(&pki)] {
+        let request = http::Request::get(runway.url("/stall/1024"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(Duration::from_secs(5), client.try_send(request)).await;
+        let took = started.elapsed();
+        match outcome {
+            Ok(Err(e)) => assert!(e.contains("reading response body"), "the head came, then the body failed: {e}"),
+            Ok(Ok(res)) => {
+                panic!("a stalled body reached the client as complete: {} ({} bytes)", res.status, res.body.len())
+            }
+            Err(_) => panic!("the client still waits after 5 s: the stall is not bounded"),
+        }
+        assert!(took >= Duration::from_millis(950), "aborted before upstream.timeout: {took:?}");
+        assert_eq!(client.get(&runway.url("/x"), Some(&token)).await.status, 200, "the next request works");
+    }
+    assert_eq!(upstream_errors(&runway, "timeout").await, 2.0);
+    let line = logs
+        .wait_for(
+            "upstream response stalled mid-body: client response aborted",
+            "error",
+            "no response body bytes",
+            Duration::from_secs(1),
+        )
+        .await;
+    assert_eq!(line["level"], "WARN", "{line}");
+}
+
 #[tokio::test]
 async fn kong_slower_than_the_upstream_timeout_gives_504_until_it_is_fast_again() {
     let logs = Logs::capture();

@@ -208,6 +208,9 @@ async fn handle(
     {
         return Ok(aborted(chunked, n));
     }
+    if let Some(n) = path.strip_prefix("/stall/").and_then(|n| n.parse::<usize>().ok()) {
+        return Ok(stalled(n));
+    }
     let status = path
         .strip_prefix("/status/")
         .and_then(|code| code.parse().ok())
@@ -265,6 +268,15 @@ fn aborted(chunked: bool, n: usize) -> Response<Body> {
     if !chunked {
         resp.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from(2 * n));
     }
+    resp
+}
+
+/// A 200 with `Content-Length: 2n` that sends `n` bytes of `x` and then nothing, never closing.
+fn stalled(n: usize) -> Response<Body> {
+    use futures_util::StreamExt;
+    let first = futures_util::stream::once(async move { Ok(Frame::data(Bytes::from(vec![b'x'; n]))) });
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(first.chain(futures_util::stream::pending()))));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, header::HeaderValue::from(2 * n));
     resp
 }
 
