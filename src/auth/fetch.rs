@@ -57,7 +57,9 @@ impl Fetcher {
             .header(ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| err(e.to_string()))?;
-        let response = tokio::time::timeout(FETCH_TIMEOUT, self.client.request(request))
+        // One deadline for the whole fetch: a slow head followed by a slow body must not take twice as long.
+        let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
             .map_err(|_| err("timed out".into()))?
             .map_err(|e| err(error_chain(&e)))?;
@@ -65,12 +67,11 @@ impl Fetcher {
             return Err(err(format!("answered {}", response.status())));
         }
         let max_age = response.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
-        let body =
-            tokio::time::timeout(FETCH_TIMEOUT, Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect())
-                .await
-                .map_err(|_| err("timed out reading the body".into()))?
-                .map_err(|e| err(format!("could not read the body ({e})")))?
-                .to_bytes();
+        let body = tokio::time::timeout_at(deadline, Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect())
+            .await
+            .map_err(|_| err("timed out reading the body".into()))?
+            .map_err(|e| err(format!("could not read the body ({e})")))?
+            .to_bytes();
         let doc = serde_json::from_slice(&body).map_err(|e| err(format!("not JSON ({e})")))?;
         Ok((doc, max_age))
     }
