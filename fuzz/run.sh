@@ -37,9 +37,11 @@ fi
 build_flags=(--release --debug-assertions --sanitizer "$sanitizer")
 echo "== building ${targets[*]} (nightly, sanitizer ${sanitizer})"
 start=$(date +%s)
-for target in "${targets[@]}"; do
-  cargo +nightly fuzz build "${build_flags[@]}" "$target"
-done
+if [ "$#" -gt 0 ]; then
+  for target in "${targets[@]}"; do cargo +nightly fuzz build "${build_flags[@]}" "$target"; done
+else
+  cargo +nightly fuzz build "${build_flags[@]}"
+fi
 echo "== built in $(( $(date +%s) - start )) s"
 
 log_dir=target/run-logs
@@ -50,10 +52,12 @@ for target in "${targets[@]}"; do
   log="${log_dir}/${target}.log"
   # -timeout: one input taking this long is a finding (quadratic blowup); -rss_limit_mb: so is this much
   # memory. Both far above what any legitimate input needs.
+  dict=()
+  if [ -f "${target}.dict" ]; then dict=(-dict="${target}.dict"); fi
   status=0
   cargo +nightly fuzz run "${build_flags[@]}" "$target" -- \
-    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 || status=$?
-  grep -E '^(#[0-9]+ +(INITED|DONE)|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${dict[@]+"${dict[@]}"} >"$log" 2>&1 || status=$?
+  grep -E '^(#[0-9]+\s+(INITED|DONE)|Done [0-9]+ runs|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" || true
   if [ "$status" -ne 0 ]; then
     failed+=("$target")
     echo "!! ${target} failed (exit ${status}); last lines of ${PWD}/${log}:"
