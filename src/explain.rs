@@ -208,22 +208,34 @@ fn time_claims(out: &mut String, claims: &Value, c: &crate::config::IssuerConfig
         c.audiences.join(", ")
     );
     for name in ["exp", "nbf", "iat"] {
-        let text = match claims.get(name).and_then(Value::as_f64) {
-            None => "(missing)".to_string(),
-            Some(t) => {
-                let at = humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(t.max(0.0)),
-                );
+        let text = match claims.get(name).map(|v| (v, v.as_f64())) {
+            None | Some((_, None)) => "(missing)".to_string(),
+            Some((raw, Some(t))) => {
                 let delta = t - now;
                 let when =
                     if delta >= 0.0 { format!("in {}s", delta as i64) } else { format!("{}s ago", -delta as i64) };
-                format!("{} = {at} ({when})", t as i64)
+                match rfc3339(t) {
+                    Some(at) => format!("{} = {at} ({when})", t as i64),
+                    None => format!("{raw} (not a date: {when})"),
+                }
             }
         };
         let _ = writeln!(out, "  {name}      {text}");
     }
     let _ =
         writeln!(out, "  limits   leeway {}s, max lifetime {}s", c.leeway.as_secs(), c.max_token_lifetime.as_secs());
+}
+
+/// A time claim (Unix seconds) as an RFC 3339 date, when it is one this can show (up to the year 9999). A
+/// signed token may hold any number (an IdP writing milliseconds makes the year 55000): the claim checks
+/// refuse it, and explain must get as far as saying so.
+fn rfc3339(t: f64) -> Option<String> {
+    let since_epoch = std::time::Duration::try_from_secs_f64(t.max(0.0)).ok()?;
+    let at = std::time::UNIX_EPOCH.checked_add(since_epoch)?;
+    let mut text = String::new();
+    // Past 9999 humantime answers with a formatting error, which `format!` would turn into a panic.
+    write!(text, "{}", humantime::format_rfc3339_seconds(at)).ok()?;
+    Some(text)
 }
 
 fn headers(out: &mut String, route: &str, identity: Option<&Identity>, url: &Uri) {

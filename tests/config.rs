@@ -510,6 +510,35 @@ fn bad_configs() -> Vec<Case> {
             "routes[2].path_prefix",
             "no '.' or '..' segments",
         ),
+        // Routes that loaded but that no request can reach (normalize_path refuses such a request path), so
+        // their requests silently went to a less specific route; fuzz/fuzz_targets/config.rs checks this.
+        case(
+            "path_prefix with a backslash",
+            good_with("path_prefix = \"/jobs\"", "path_prefix = \"/jobs\\\\admin\""),
+            "routes[2].path_prefix",
+            "control characters",
+        ),
+        case(
+            "path_prefix with a control character",
+            good_with("path_prefix = \"/jobs\"", "path_prefix = \"/jobs\\u0007\""),
+            "routes[2].path_prefix",
+            "control characters",
+        ),
+        case(
+            "host that is only a dot",
+            good_with("path_prefix = \"/jobs\"", "host = \".\"\npath_prefix = \"/jobs\""),
+            "routes[2].host",
+            "must be a host name",
+        ),
+        case(
+            "the same host with and without its trailing dot, same prefix",
+            good_with("path_prefix = \"/jobs\"", "host = \"Jobs.example.com.\"\npath_prefix = \"/deploy\"").replace(
+                "path_prefix = \"/deploy\"\nmethods",
+                "host = \"jobs.example.com\"\npath_prefix = \"/deploy\"\nmethods",
+            ),
+            "routes[2].path_prefix",
+            "ambiguous",
+        ),
         case(
             "host with a port",
             good_with("path_prefix = \"/jobs\"", "host = \"jobs.example.com:443\"\npath_prefix = \"/jobs\""),
@@ -711,6 +740,21 @@ fn every_bad_config_is_refused_naming_the_key() {
         }
     }
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn a_route_host_with_a_trailing_dot_serves_its_host() {
+    // Requests are routed by their host without its trailing dot, and a route written "deploy.example.com."
+    // was kept with the dot: it never matched, and its requests fell through to the host-less route (the
+    // reachability check of fuzz/fuzz_targets/config.rs flags such a route).
+    let (_dir, config) =
+        load_ok(&good_with("path_prefix = \"/jobs\"", "host = \"Jobs.Example.com.\"\npath_prefix = \"/jobs\""));
+    assert_eq!(config.routes[2].host.as_deref(), Some("jobs.example.com"));
+    let table = runway::routing::RouteTable::new(&config.routes);
+    for host in ["jobs.example.com", "jobs.example.com.", "JOBS.example.com:8443"] {
+        let found = table.find(Some(host), "/jobs/run", &http::Method::POST).map(|r| r.name.clone());
+        assert_eq!(found.ok().as_deref(), Some("jobs"), "{host}");
+    }
 }
 
 #[test]

@@ -107,6 +107,22 @@ fn refused_tokens_say_why() {
 }
 
 #[test]
+fn time_claims_past_year_9999_are_explained_not_a_crash() {
+    // An IdP writing exp in milliseconds signs a token that is a date in the year 55000: humantime cannot
+    // format it, and explain used to panic there (exit 101) instead of naming the refusal.
+    let (_pki, key, config) = setup();
+    let t = now();
+    for (exp, shown) in [(json!(t * 1000), format!("{}", t * 1000)), (json!(1e300), "1e+300".to_string())] {
+        let token = key.mint(&claims(ISS, AUD, json!({"iat": t, "exp": exp})));
+        let out = explain(&config, "POST", "https://x/deploy/production", Some(&token));
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(&format!("  exp      {shown} (not a date")), "{text}");
+        assert!(text.contains("refusal:   401 token lifetime"), "{text}");
+    }
+}
+
+#[test]
 fn routing_outcomes_and_exit_codes() {
     let (pki, _key, config) = setup();
     let out = explain(&config, "GET", "https://x/nowhere", None);

@@ -326,13 +326,15 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
     if !r.path_prefix.starts_with('/') {
         return Err(ConfigError::invalid(format!("{key}.path_prefix"), "must start with '/'"));
     }
+    // normalize_path: what requests are held to, so no route is one that no request can reach.
     if r.path_prefix.split('/').any(|seg| seg == "." || seg == "..")
         || r.path_prefix.contains('%')
         || r.path_prefix.contains("//")
+        || crate::routing::normalize_path(&r.path_prefix).is_err()
     {
         return Err(ConfigError::invalid(
             format!("{key}.path_prefix"),
-            "must be a plain path: no '.' or '..' segments, no '//', no percent-encoding",
+            "must be a plain path: no '.' or '..' segments, no '//', '\\', control characters or percent-encoding",
         ));
     }
     let path_prefix = match r.path_prefix.trim_end_matches('/') {
@@ -341,10 +343,11 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
     };
     let host = match r.host {
         None => None,
-        Some(h) if h.is_empty() || h.contains(':') || h.contains('/') => {
+        Some(h) if matches!(h.as_str(), "" | ".") || h.contains(':') || h.contains('/') => {
             return Err(ConfigError::invalid(format!("{key}.host"), "must be a host name without port or path"));
         }
-        Some(h) => Some(h.to_ascii_lowercase()),
+        // Requests are routed by their host without its trailing dot (routing::strip_port): so is the route.
+        Some(h) => Some(h.strip_suffix('.').unwrap_or(&h).to_ascii_lowercase()),
     };
     let methods = match r.methods {
         None => None,

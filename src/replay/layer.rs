@@ -51,13 +51,9 @@ impl Replay {
     pub async fn check(&self, route: &Route, identity: &Identity) -> Result<(), ReplayError> {
         let jti = identity.claims.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty());
         let jti = jti.ok_or(ReplayError::MissingJti)?;
-        // Kept as long as the token can still be accepted: its exp plus the issuer's leeway, plus a second for
-        // the rounding of exp.
-        let leeway = self.leeway.get(&identity.issuer).copied().unwrap_or_default() + Duration::from_secs(1);
-        let until_ms = match identity.claims.get("exp").and_then(Value::as_f64) {
-            Some(exp) if exp > 0.0 => (exp * 1000.0) as u64,
-            _ => unix_ms() + WITHOUT_EXP.as_millis() as u64,
-        } + leeway.as_millis() as u64;
+        let exp = identity.claims.get("exp").and_then(Value::as_f64);
+        let leeway = self.leeway.get(&identity.issuer).copied().unwrap_or_default();
+        let until_ms = kept_until_ms(exp, leeway, unix_ms());
         let key = ReplayKey::new(&route.name, &identity.issuer, jti);
         match self.store.first_use(&key, until_ms).await {
             Ok(Use::First) => Ok(()),
@@ -71,6 +67,19 @@ impl Replay {
             }
         }
     }
+}
+
+/// Until when (Unix milliseconds) a jti counts as used: as long as the token can still be accepted, its exp
+/// plus the issuer's leeway, plus a second for the rounding of exp. Saturating: no config duration has an
+/// upper bound, and a sum that wrapped around would forget the jti at once (or panic, for a `Duration`).
+fn kept_until_ms(exp: Option<f64>, leeway: Duration, now_ms: u64) -> u64 {
+    let from = match exp {
+        // A float-to-integer `as` saturates.
+        Some(exp) if exp > 0.0 => (exp * 1000.0) as u64,
+        _ => now_ms.saturating_add(u64::try_from(WITHOUT_EXP.as_millis()).unwrap_or(u64::MAX)),
+    };
+    let after_exp = leeway.saturating_add(Duration::from_secs(1)).as_millis();
+    from.saturating_add(u64::try_from(after_exp).unwrap_or(u64::MAX))
 }
 
 /// See the module docs. Without a store (no `one_time` route) it passes every request on.
@@ -140,5 +149,29 @@ where
                 Ok(rejection_response(req.extensions(), rejection))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jti_is_kept_while_its_token_can_pass() {
+        assert_eq!(kept_until_ms(Some(1_000.0), Duration::from_secs(60), 5), 1_000_000 + 61_000);
+        assert_eq!(kept_until_ms(None, Duration::ZERO, 5), 5 + 86_400_000 + 1_000, "no exp: a day");
+        assert_eq!(kept_until_ms(Some(-3.0), Duration::ZERO, 5), 5 + 86_400_000 + 1_000);
+    }
+
+    #[test]
+    fn extreme_durations_and_exp_saturate() {
+        // `leeway = "18446744073709551615s"` is a config `runway check` accepts, and `leeway + 1s` panicked on
+        // every one_time request of that issuer (fuzz/fuzz_targets/config.rs now runs this check).
+        assert_eq!(kept_until_ms(Some(1_000.0), Duration::from_secs(u64::MAX), 5), u64::MAX);
+        assert_eq!(kept_until_ms(None, Duration::MAX, u64::MAX), u64::MAX);
+        // An exp past u64 milliseconds plus the leeway used to wrap (release) to a moment long past: the
+        // jti was forgotten at once and the token could be replayed.
+        assert_eq!(kept_until_ms(Some(1e300), Duration::from_secs(60), 5), u64::MAX);
+        assert_eq!(kept_until_ms(Some(f64::INFINITY), Duration::from_secs(60), 5), u64::MAX);
     }
 }
