@@ -96,7 +96,8 @@ fn fixture() -> &'static Fixture {
             runtime.block_on(async { Fetcher::new(runway::tls::public_client_config().expect("client TLS config")) });
         let metrics = std::sync::Arc::new(Metrics::new().expect("metrics"));
         // Cache off: every input is verified, and a crash never depends on what ran before.
-        let authenticator = Authenticator::new(&[gitlab.clone(), okta], &fetcher, metrics, 0).expect("authenticator");
+        let authenticator =
+            Authenticator::new(&[gitlab.clone(), okta], &fetcher, metrics, 0, None).expect("authenticator");
         let _ = std::fs::remove_dir_all(&dir);
         Fixture { runtime, authenticator, gitlab, es256 }
     })
