@@ -12,6 +12,7 @@ pub mod admin;
 pub mod assertion;
 pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod dev;
 pub mod error;

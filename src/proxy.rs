@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::Request;
-use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
 use crate::assertion::{AssertionError, AssertionLayer, Assertions};
@@ -14,6 +13,7 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::auth::fetch::Fetcher;
 use crate::auth::layer::AuthLayer;
+use crate::body::RequestBody;
 use crate::config::Config;
 use crate::forward::{Forward, Upstream};
 use crate::headers::{IdentityHeadersLayer, SanitizeLayer};
@@ -64,7 +64,7 @@ pub struct Runtime {
     /// Issuers and their keys.
     pub auth: Arc<Authenticator>,
     /// The client towards Kong.
-    pub upstream: Arc<Upstream<CappedBody<Incoming>>>,
+    pub upstream: Arc<Upstream<CappedBody<RequestBody>>>,
     /// Metrics and the audit log.
     pub telemetry: Telemetry,
     /// The replay check, when a route is `one_time`.
@@ -161,7 +161,7 @@ impl Runtime {
         &self,
         peer: SocketAddr,
     ) -> impl tower::Service<
-        Request<Incoming>,
+        Request<RequestBody>,
         Response = crate::Response,
         Error = Infallible,
         Future = crate::layer::BoxResponseFuture,

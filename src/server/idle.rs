@@ -62,6 +62,12 @@ impl Activity {
     }
 }
 
+impl crate::body::Busy for Activity {
+    fn busy(self: Arc<Self>) -> Box<dyn Send> {
+        Box::new(self.request())
+    }
+}
+
 /// See [`Activity::request`].
 pub struct InFlight(Arc<Activity>);
 

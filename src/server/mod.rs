@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,6 +21,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::admin;
+use crate::body::{Linger, RequestBody};
 use crate::headers::MAX_HEADER_BYTES;
 use crate::proxy::Runtime;
 use idle::{Activity, Guarded};
@@ -273,11 +275,15 @@ impl Connection {
         let stacks = Arc::new(std::sync::Mutex::new(Pipeline { stack: runtime.stack(peer), runtime: runtime.clone() }));
         let reloader = self.reloader.clone();
         let tracker = activity.clone();
-        let service = tower::service_fn(move |req| {
+        let stall = server.header_read_timeout;
+        let service = tower::service_fn(move |req: http::Request<Incoming>| {
             let in_flight = tracker.request();
+            let (answered, linger) = Linger::new(tracker.clone(), stall);
+            let req = req.map(|body| RequestBody::new(body, Some(linger)));
             let call = current_stack(&stacks, reloader.live(), |live| live.stack(peer)).oneshot(req);
             async move {
                 let response = call.await?;
+                answered.fire();
                 Ok::<_, std::convert::Infallible>(response.map(|body| Guarded::new(body, in_flight)))
             }
         });
