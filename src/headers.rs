@@ -49,7 +49,34 @@ fn canonical(name: &str) -> std::borrow::Cow<'_, str> {
     if name.contains('_') { name.replace('_', "-").into() } else { name.into() }
 }
 
-fn must_strip(name: &str, connection_tokens: &[String], trusted: bool) -> bool {
+/// The header names Runway sets from its config (`[issuers.headers]` names, `[assertion] header`), in the
+/// canonical spelling (lower case, `-` for `_`): a client's copy of any of them is stripped like `X-Runway-*`.
+#[derive(Debug, Clone, Default)]
+pub struct Protected(Arc<[Box<str>]>);
+
+impl Protected {
+    /// Every configured name Runway sets on a request.
+    pub fn from_config(config: &crate::config::Config) -> Protected {
+        let issuer_headers = config.issuers.iter().flat_map(|i| i.headers.iter().map(|(name, _)| name.as_str()));
+        let assertion = config.assertion.as_ref().map(|a| a.header.as_str());
+        let mut names: Vec<Box<str>> = issuer_headers.chain(assertion).map(|n| canonical(n).into()).collect();
+        names.sort_unstable();
+        names.dedup();
+        Protected(names.into())
+    }
+
+    fn contains(&self, canonical: &str) -> bool {
+        self.0.iter().any(|n| **n == *canonical)
+    }
+}
+
+/// Headers Runway sets on every forwarded request itself: a `Connection` header naming one of them is not
+/// obeyed, so a client cannot remove what Runway adds (`X-Request-Id` is set before the strip runs).
+fn runway_sets(canonical: &str) -> bool {
+    canonical == "x-request-id" || canonical == "host"
+}
+
+fn must_strip(name: &str, connection_tokens: &[String], trusted: bool, protected: &Protected) -> bool {
     let c = canonical(name);
     let c = c.as_ref();
     c == "authorization"
@@ -59,11 +86,12 @@ fn must_strip(name: &str, connection_tokens: &[String], trusted: bool) -> bool {
         || connection_tokens.iter().any(|t| t == c)
         || (c == "x-request-id" && name != c)
         || (!trusted && (c == "forwarded" || c.starts_with("x-forwarded-") || c == "x-real-ip"))
+        || protected.contains(c)
 }
 
-/// Strips credentials, every `X-Runway-*` spelling, hop-by-hop headers and (unless trusted) forwarding
-/// headers. Returns the credential that was presented.
-pub fn sanitize(headers: &mut HeaderMap, trusted: bool) -> Credential {
+/// Strips credentials, every `X-Runway-*` spelling, the configured identity and assertion header names,
+/// hop-by-hop headers and (unless trusted) forwarding headers. Returns the credential that was presented.
+pub fn sanitize(headers: &mut HeaderMap, trusted: bool, protected: &Protected) -> Credential {
     let mut auth = headers.get_all(AUTHORIZATION).iter();
     let credential = match (auth.next(), auth.next()) {
         (None, _) => Credential::None,
@@ -76,10 +104,13 @@ pub fn sanitize(headers: &mut HeaderMap, trusted: bool) -> Credential {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| canonical(&t.trim().to_ascii_lowercase()).into_owned())
-        .filter(|t| !t.is_empty() && t != "host")
+        .filter(|t| !t.is_empty() && !runway_sets(t))
         .collect();
-    let doomed: Vec<HeaderName> =
-        headers.keys().filter(|name| must_strip(name.as_str(), &connection_tokens, trusted)).cloned().collect();
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| must_strip(name.as_str(), &connection_tokens, trusted, protected))
+        .cloned()
+        .collect();
     for name in doomed {
         headers.remove(&name);
     }
@@ -127,19 +158,20 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 #[derive(Clone)]
 pub struct SanitizeLayer {
     peer: Peer,
+    protected: Protected,
 }
 
 impl SanitizeLayer {
-    /// For one connection from `addr`.
-    pub fn new(addr: SocketAddr, trusted_proxies: &[IpNet]) -> Self {
-        SanitizeLayer { peer: Peer { addr, trusted: is_trusted(addr.ip(), trusted_proxies) } }
+    /// For one connection from `addr`, protecting the configured header names too.
+    pub fn new(addr: SocketAddr, trusted_proxies: &[IpNet], protected: Protected) -> Self {
+        SanitizeLayer { peer: Peer { addr, trusted: is_trusted(addr.ip(), trusted_proxies) }, protected }
     }
 }
 
 impl<S> tower::Layer<S> for SanitizeLayer {
     type Service = Sanitize<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        Sanitize { inner, peer: self.peer }
+        Sanitize { inner, peer: self.peer, protected: self.protected.clone() }
     }
 }
 
@@ -148,6 +180,7 @@ impl<S> tower::Layer<S> for SanitizeLayer {
 pub struct Sanitize<S> {
     inner: S,
     peer: Peer,
+    protected: Protected,
 }
 
 impl<S, B> tower::Service<Request<B>> for Sanitize<S>
@@ -171,7 +204,7 @@ where
         if let Err(rejection) = crate::strict::check(&req) {
             return reject(&req, rejection);
         }
-        let credential = sanitize(req.headers_mut(), self.peer.trusted);
+        let credential = sanitize(req.headers_mut(), self.peer.trusted, &self.protected);
         req.extensions_mut().insert(credential);
         req.extensions_mut().insert(self.peer);
         Box::pin(self.inner.call(req))
@@ -261,7 +294,7 @@ mod tests {
             ("x-request-id", "mine"),
             ("accept", "*/*"),
         ]);
-        let cred = sanitize(&mut h, false);
+        let cred = sanitize(&mut h, false, &Protected::default());
         assert!(matches!(cred, Credential::Present(v) if v == "Bearer x"));
         let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
@@ -271,7 +304,7 @@ mod tests {
     #[test]
     fn trusted_peers_keep_forwarding_headers() {
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1"), ("x-forwarded-host", "a.example")]);
-        sanitize(&mut h, true);
+        sanitize(&mut h, true, &Protected::default());
         let peer = Peer { addr: "192.0.2.1:5000".parse().expect("addr"), trusted: true };
         add_forwarding(&mut h, &peer, Some(&HeaderValue::from_static("b.example")));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.1");
@@ -282,8 +315,37 @@ mod tests {
     }
 
     #[test]
+    fn configured_names_are_protected_in_every_spelling() {
+        let protected = Protected(vec!["x-gitlab-namespace".into(), "x-kong-assertion".into()].into());
+        let mut h = headers(&[
+            ("x-gitlab-namespace", "admins"),
+            ("X_GITLAB_NAMESPACE", "admins"),
+            ("x_gitlab-namespace", "admins"),
+            ("x-kong_assertion", "forged"),
+            ("x-gitlab-namespaces", "kept"),
+        ]);
+        sanitize(&mut h, false, &protected);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, vec!["x-gitlab-namespaces"]);
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_runway_sets() {
+        let mut h = headers(&[
+            ("connection", "X-Request-Id, x_request_id, Host, X-Forwarded-For, X-Runway-Subject, x-other"),
+            ("x-request-id", "runways-own"),
+            ("host", "a.example"),
+            ("x-other", "hop"),
+        ]);
+        sanitize(&mut h, false, &Protected::default());
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, vec!["host", "x-request-id"]);
+    }
+
+    #[test]
     fn two_authorization_headers_are_ambiguous() {
         let mut h = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
-        assert!(matches!(sanitize(&mut h, false), Credential::Ambiguous));
+        assert!(matches!(sanitize(&mut h, false, &Protected::default()), Credential::Ambiguous));
     }
 }

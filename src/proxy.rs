@@ -16,7 +16,7 @@ use crate::auth::layer::AuthLayer;
 use crate::body::RequestBody;
 use crate::config::Config;
 use crate::forward::{Forward, Upstream};
-use crate::headers::{IdentityHeadersLayer, SanitizeLayer};
+use crate::headers::{IdentityHeadersLayer, Protected, SanitizeLayer};
 use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
@@ -76,6 +76,7 @@ pub struct Runtime {
     /// Requests in flight (`server.max_concurrent_requests`); shared like `connections`.
     pub in_flight: Arc<Capacity>,
     audit_claims: Arc<[String]>,
+    protected_headers: Protected,
 }
 
 /// Process-wide observability handles: they outlive any one config.
@@ -150,6 +151,7 @@ impl Runtime {
             auth: Arc::new(auth),
             upstream: Arc::new(upstream),
             audit_claims: config.audit.claims.clone().into(),
+            protected_headers: Protected::from_config(&config),
             telemetry,
             tls,
             config,
@@ -186,7 +188,7 @@ impl Runtime {
             // The whole exchange, Kong included, up to the response head.
             .layer(RequestTimeoutLayer::new(server.request_timeout))
             // Spoofable headers go before anything reads a header; the credential is lifted out.
-            .layer(SanitizeLayer::new(peer, &server.trusted_proxies))
+            .layer(SanitizeLayer::new(peer, &server.trusted_proxies, self.protected_headers.clone()))
             // 400/404/405 never depend on the token.
             .layer(RouteLayer::new(self.routes.clone()))
             // 401/503: who is this?
