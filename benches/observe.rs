@@ -14,13 +14,15 @@ use http_body_util::{Either, Full};
 use runway::audit::AuditLog;
 use runway::auth::Identity;
 use runway::config::{IssuerConfig, IssuerKind, KeySource, RouteConfig, RouteMode};
+use runway::context::{AuthDecision, RequestContext};
 use runway::metrics::Metrics;
-use runway::observe::{AuthDecision, ObserveLayer, Outcome};
+use runway::observe::ObserveLayer;
 use runway::routing::RouteTable;
 use serde_json::json;
 use tower::{Layer, ServiceExt};
 
-fn outcome() -> Outcome {
+/// What the steps below observe record for an allowed, forwarded request.
+fn decided() -> (Option<Arc<runway::routing::Route>>, Option<Arc<Identity>>) {
     let routes = RouteTable::new(&[RouteConfig {
         name: "deploy-production".into(),
         host: None,
@@ -53,23 +55,24 @@ fn outcome() -> Outcome {
         "user_login": "alice", "iat": 1_700_000_000, "exp": 1_700_000_300
     });
     let identity = Identity::from_claims(&issuer, claims, "0123456789abcdef").ok().map(Arc::new);
-    Outcome {
-        route,
-        identity,
-        token_sha256: Some("0123456789abcdef".into()),
-        auth: Some(AuthDecision { issuer: "gitlab".into(), allowed: true, reason: "none" }),
-        would_deny: None,
-        reason: None,
-        forwarded: true,
-    }
+    (route, identity)
 }
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let outcome = outcome();
-    let inner = tower::service_fn(move |_req: Request<()>| {
-        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
-        response.extensions_mut().insert(outcome.clone());
+    let (route, identity) = decided();
+    let inner = tower::service_fn(move |req: Request<()>| {
+        let context = RequestContext::of(&req);
+        if let Some(route) = &route {
+            context.set_route(route.clone());
+        }
+        if let Some(identity) = &identity {
+            context.set_identity(identity.clone());
+        }
+        context.set_token_sha256("0123456789abcdef".into());
+        context.set_decision(AuthDecision { issuer: "gitlab".into(), allowed: true, reason: "none" });
+        context.set_forwarded(true);
+        let response = Response::new(Either::Right(Full::new(Bytes::new())));
         std::future::ready(Ok::<runway::Response, Infallible>(response))
     });
     let request = || Request::post("/deploy/app?x=1").body(()).expect("request");

@@ -19,10 +19,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
+use crate::context::RequestContext;
 use crate::limit::StallTimer;
 use crate::limit::{BodyFault, BodyFaultKind};
 use crate::metrics::Metrics;
-use crate::observe::Outcome;
 use crate::tls::{self, TlsError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -270,13 +270,14 @@ where
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let host = crate::layer::request_host(&parts);
-            let outcome = Outcome::from_request(&parts.extensions, true, None);
+            let context = parts.extensions.get::<RequestContext>().cloned().unwrap_or_default();
+            context.set_forwarded(true);
             let request_id = parts.extensions.get::<crate::request_id::RequestId>().cloned();
             let started = std::time::Instant::now();
             match upstream.forward(Request::from_parts(parts, body), host).await {
                 Ok(response) => {
                     metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
-                    let mut response = response.map(|body| {
+                    let response = response.map(|body| {
                         http_body_util::Either::Left(UpstreamBody {
                             inner: body,
                             metrics: metrics.clone(),
@@ -285,7 +286,6 @@ where
                             stall: StallTimer::default(),
                         })
                     });
-                    response.extensions_mut().insert(outcome);
                     Ok(response)
                 }
                 Err(e) => {
@@ -294,24 +294,12 @@ where
                         metrics.upstream_errors.with_label_values(&[kind]).inc();
                         tracing::warn!(error = %e, "upstream request failed");
                     }
-                    // The few extensions a refusal reads, rather than a copy of the whole map per request.
-                    let mut extensions = http::Extensions::new();
-                    if let Some(id) = request_id {
-                        extensions.insert(id);
+                    if kind.is_none() {
+                        // The client's body failed (too large, stalled): a refusal, not Kong's failure on an
+                        // allowed request.
+                        context.set_forwarded(false);
                     }
-                    if let Some(route) = outcome.route.clone() {
-                        extensions.insert(route);
-                    }
-                    if let Some(fingerprint) = outcome.token_sha256.clone() {
-                        extensions.insert(crate::auth::layer::TokenFingerprint(fingerprint));
-                    }
-                    let mut response = crate::layer::rejection_response(&extensions, e.into());
-                    if kind.is_some() {
-                        // The request was allowed: this failure is Kong's side, not an access decision.
-                        let reason = response.extensions().get::<Outcome>().and_then(|o| o.reason);
-                        response.extensions_mut().insert(Outcome { reason, ..outcome });
-                    }
-                    Ok(response)
+                    Ok(crate::layer::rejection_response(&context, e.into()))
                 }
             }
         })

@@ -11,10 +11,9 @@ use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use ipnet::IpNet;
 
+use crate::error::Rejection;
 use crate::forward::HOP_BY_HOP;
 use crate::layer::{BoxResponseFuture, reject};
-use crate::routing::Route;
-use crate::{auth::Identity, error::Rejection};
 
 /// Request headers above this total size are refused with 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -243,13 +242,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let (route, identity, would_deny) = crate::context::RequestContext::of(&req).route_identity();
         let (parts, body) = req.into_parts();
         let mut parts = parts;
-        if let Some(route) = parts.extensions.get::<Arc<Route>>() {
+        if let Some(route) = &route {
             parts.headers.insert(X_RUNWAY_ROUTE, route.name_header.clone());
         }
-        let would_deny = parts.extensions.get::<crate::auth::layer::WouldDeny>().is_some();
-        if let Some(identity) = parts.extensions.get::<Arc<Identity>>().filter(|_| !would_deny) {
+        if let Some(identity) = identity.filter(|_| !would_deny) {
             for (name, value) in &identity.headers {
                 parts.headers.insert(name.clone(), value.clone());
             }

@@ -9,6 +9,7 @@ use http::Request;
 use http::request::Parts;
 use http::uri::Authority;
 
+use crate::context::RequestContext;
 use crate::error::Rejection;
 use crate::request_id::RequestId;
 
@@ -34,15 +35,20 @@ impl<T, B> Inner<B> for T where
 
 /// Answers a request with a rejection, logging it once.
 pub fn reject<B>(req: &Request<B>, rejection: Rejection) -> BoxResponseFuture {
-    let response = rejection_response(req.extensions(), rejection);
+    let response = rejection_response(&RequestContext::of(req), rejection);
     Box::pin(std::future::ready(Ok(response)))
 }
 
-/// Builds the response for a rejection, with the request's id; logs it once.
-pub fn rejection_response(extensions: &http::Extensions, rejection: Rejection) -> crate::Response {
-    let request_id = extensions.get::<RequestId>().map(RequestId::as_str).unwrap_or("-");
-    let route = extensions.get::<std::sync::Arc<crate::routing::Route>>().map(|r| r.name.as_str()).unwrap_or("-");
-    let token_sha256 = extensions.get::<crate::auth::layer::TokenFingerprint>().map_or("-", |f| f.0.as_str());
+/// The reason of the rejection Runway answered with, on its response (for `observe`).
+#[derive(Debug, Clone, Copy)]
+pub struct Refused(pub &'static str);
+
+/// Builds the response for a rejection, with the request's id; logs it once, with what had been decided.
+pub fn rejection_response(context: &RequestContext, rejection: Rejection) -> crate::Response {
+    let record = context.snapshot();
+    let request_id = record.request_id.as_ref().map_or("-", RequestId::as_str);
+    let route = record.route.as_ref().map_or("-", |r| r.name.as_str());
+    let token_sha256 = record.token_sha256.as_deref().unwrap_or("-");
     let status = rejection.status().as_u16();
     let reason = rejection.reason();
     if status >= 500 {
@@ -52,7 +58,7 @@ pub fn rejection_response(extensions: &http::Extensions, rejection: Rejection) -
     }
     let reason_label = rejection.reason();
     let mut response = rejection.into_response(request_id);
-    response.extensions_mut().insert(crate::observe::Outcome::from_request(extensions, false, Some(reason_label)));
+    response.extensions_mut().insert(Refused(reason_label));
     response
 }
 

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod context;
 pub mod dev;
 pub mod error;
 pub mod explain;

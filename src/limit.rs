@@ -14,6 +14,7 @@ use http::header::CONTENT_LENGTH;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use crate::context::RequestContext;
 use crate::error::Rejection;
 use crate::layer::{BoxResponseFuture, Inner, reject, rejection_response};
 
@@ -58,20 +59,17 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // Only the id is needed if time runs out: no copy of the whole extension map per request.
-        let request_id = req.extensions().get::<crate::request_id::RequestId>().cloned();
+        // Shared with the steps below, which are dropped mid-way if time runs out: the 504 is attributed to
+        // the route, identity and decision they had reached.
+        let context = RequestContext::of(&req);
         let fut = self.inner.call(req);
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, fut).await {
                 Ok(result) => result,
                 Err(_) => {
-                    let mut extensions = http::Extensions::new();
-                    if let Some(id) = request_id {
-                        extensions.insert(id);
-                    }
                     let why = format!("request did not complete within {}s", timeout.as_secs_f64());
-                    Ok(rejection_response(&extensions, Rejection::GatewayTimeout(why)))
+                    Ok(rejection_response(&context, Rejection::GatewayTimeout(why)))
                 }
             }
         })

@@ -334,21 +334,21 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let route = req.extensions().get::<std::sync::Arc<crate::routing::Route>>().cloned();
-        let verdict = match (route, req.extensions().get::<std::sync::Arc<Identity>>()) {
-            (Some(route), Some(identity)) => {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let context = crate::context::RequestContext::of(&req);
+        let verdict = match context.route_identity() {
+            (Some(route), Some(identity), _) => {
                 let issuer = identity.issuer.clone();
-                let result = route.policy.evaluate(identity);
+                let result = route.policy.evaluate(&identity);
                 let (allowed, reason) = if result.is_ok() { (true, "none") } else { (false, "policy") };
-                req.extensions_mut().insert(crate::observe::AuthDecision { issuer, allowed, reason });
+                context.set_decision(crate::context::AuthDecision { issuer, allowed, reason });
                 result.map_err(|detail| (route, detail))
             }
             _ => Ok(()),
         };
         if let Err((route, detail)) = verdict {
             if route.mode == crate::config::RouteMode::Report {
-                req.extensions_mut().insert(crate::auth::layer::WouldDeny { reason: "policy", detail });
+                context.set_would_deny(crate::context::WouldDeny { reason: "policy", detail });
             } else {
                 let rejection = crate::error::Rejection::Forbidden { route: route.name.clone(), detail };
                 return crate::layer::reject(&req, rejection);

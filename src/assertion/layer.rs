@@ -7,11 +7,9 @@ use std::sync::Arc;
 use http::Request;
 
 use super::Assertions;
-use crate::auth::Identity;
-use crate::auth::layer::WouldDeny;
+use crate::context::RequestContext;
 use crate::error::Rejection;
 use crate::layer::{BoxResponseFuture, Inner, reject};
-use crate::routing::Route;
 
 /// See the module docs. Without `[assertion]` it passes every request on untouched.
 #[derive(Clone)]
@@ -57,10 +55,9 @@ where
         if let Some(assertions) = &self.assertions {
             // Whatever the client put there (Authorization is already gone; a custom header is not).
             req.headers_mut().remove(assertions.header());
-            let ext = req.extensions();
-            let vouched = match (ext.get::<Arc<Route>>(), ext.get::<Arc<Identity>>()) {
-                (Some(route), Some(identity)) if !route.anonymous && ext.get::<WouldDeny>().is_none() => {
-                    Some(assertions.header_value(identity, &route.name))
+            let vouched = match RequestContext::of(&req).route_identity() {
+                (Some(route), Some(identity), false) if !route.anonymous => {
+                    Some(assertions.header_value(&identity, &route.name))
                 }
                 _ => None,
             };

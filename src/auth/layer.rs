@@ -8,24 +8,10 @@ use http::Request;
 
 use super::{AuthError, Authenticator, Reason, Refusal, bearer_token};
 use crate::config::RouteMode;
+use crate::context::{AuthDecision, RequestContext, WouldDeny};
 use crate::error::Rejection;
 use crate::headers::Credential;
 use crate::layer::{BoxResponseFuture, Inner, rejection_response};
-use crate::observe::AuthDecision;
-use crate::routing::Route;
-
-/// A report-mode route's deny decision: the request is forwarded without identity.
-#[derive(Debug, Clone)]
-pub struct WouldDeny {
-    /// Closed-vocabulary reason.
-    pub reason: &'static str,
-    /// Explanation.
-    pub detail: String,
-}
-
-/// `token_sha256` of the presented token, for logs and audit (the token itself is never logged).
-#[derive(Debug, Clone)]
-pub struct TokenFingerprint(pub String);
 
 /// See the module docs.
 #[derive(Clone)]
@@ -67,9 +53,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let route = req.extensions().get::<Arc<Route>>().cloned();
-        let mut inner = self.inner.clone();
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let context = RequestContext::of(&req);
+        let route = context.route_identity().0;
+        // The clone that was polled ready is the one called (tower's guide on cloning inner services).
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
         let auth = self.auth.clone();
         Box::pin(async move {
             let Some(route) = route.filter(|r| !r.anonymous) else {
@@ -84,7 +73,7 @@ where
                 Some(Credential::Present(value)) => match bearer_token(Some(value)) {
                     Ok(Some(token)) => {
                         let digest = super::TokenDigest::of(token);
-                        req.extensions_mut().insert(TokenFingerprint(digest.fingerprint()));
+                        context.set_token_sha256(digest.fingerprint());
                         auth.authenticate(token, &digest).await
                     }
                     Ok(None) => Err(AuthError::Missing.into()),
@@ -93,18 +82,18 @@ where
             };
             match result {
                 Ok(identity) => {
-                    req.extensions_mut().insert(identity);
+                    context.set_identity(identity);
                     inner.call(req).await
                 }
                 Err(Refusal { issuer, error }) => {
                     let reason = error.reason();
                     let issuer = issuer.unwrap_or_else(|| "-".to_string());
-                    req.extensions_mut().insert(AuthDecision { issuer, allowed: false, reason });
+                    context.set_decision(AuthDecision { issuer, allowed: false, reason });
                     if route.mode == RouteMode::Report {
-                        req.extensions_mut().insert(WouldDeny { reason, detail: error.to_string() });
+                        context.set_would_deny(WouldDeny { reason, detail: error.to_string() });
                         inner.call(req).await
                     } else {
-                        Ok(rejection_response(req.extensions(), Rejection::from(error)))
+                        Ok(rejection_response(&context, Rejection::from(error)))
                     }
                 }
             }

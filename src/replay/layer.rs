@@ -12,12 +12,11 @@ use serde_json::Value;
 
 use super::{ReplayError, ReplayKey, ReplayStore, Use, unix_ms};
 use crate::auth::Identity;
-use crate::auth::layer::WouldDeny;
 use crate::config::{Config, RouteMode};
+use crate::context::{AuthDecision, RequestContext, WouldDeny};
 use crate::error::Rejection;
 use crate::layer::{BoxResponseFuture, Inner, rejection_response};
 use crate::metrics::Metrics;
-use crate::observe::AuthDecision;
 use crate::routing::Route;
 
 /// How long a jti is kept when the token has no `exp` (verified JWTs always have one).
@@ -122,31 +121,32 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ext = req.extensions();
-        let checked = match (&self.replay, ext.get::<Arc<Route>>(), ext.get::<Arc<Identity>>()) {
-            // Only an allowed request (an identity, and no would-deny) on a one_time route uses a jti up.
-            (Some(replay), Some(route), Some(identity)) if route.one_time && ext.get::<WouldDeny>().is_none() => {
-                Some((replay.clone(), route.clone(), identity.clone()))
-            }
-            _ => None,
-        };
-        let Some((replay, route, identity)) = checked else {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(replay) = &self.replay else {
             return Box::pin(self.inner.call(req));
         };
-        let mut inner = self.inner.clone();
+        let context = RequestContext::of(&req);
+        let (route, identity) = match context.route_identity() {
+            // Only an allowed request (an identity, and no would-deny) on a one_time route uses a jti up.
+            (Some(route), Some(identity), false) if route.one_time => (route, identity),
+            _ => return Box::pin(self.inner.call(req)),
+        };
+        let replay = replay.clone();
+        // The clone that was polled ready is the one called (tower's guide on cloning inner services).
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
         Box::pin(async move {
             let Err(error) = replay.check(&route, &identity).await else {
                 return inner.call(req).await;
             };
             let rejection = Rejection::from(error);
             let reason = rejection.reason();
-            req.extensions_mut().insert(AuthDecision { issuer: identity.issuer.clone(), allowed: false, reason });
+            context.set_decision(AuthDecision { issuer: identity.issuer.clone(), allowed: false, reason });
             if route.mode == RouteMode::Report {
-                req.extensions_mut().insert(WouldDeny { reason, detail: rejection.to_string() });
+                context.set_would_deny(WouldDeny { reason, detail: rejection.to_string() });
                 inner.call(req).await
             } else {
-                Ok(rejection_response(req.extensions(), rejection))
+                Ok(rejection_response(&context, rejection))
             }
         })
     }

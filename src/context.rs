@@ -1,0 +1,122 @@
+//! The per-request record: made once at the top of the pipeline (by `observe`), put in the request's
+//! extensions, and filled in by each step as it decides (route, token fingerprint, identity, decision,
+//! would-deny, whether the request was handed to Kong). Shared, not moved with the request: whichever
+//! answer ends the request (a refusal, Kong's response, an upstream error or the whole-request timeout,
+//! which drops the steps mid-way) is attributed to what had been decided by then.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::Request;
+
+use crate::auth::Identity;
+use crate::routing::Route;
+
+/// An authentication or policy decision, for `auth_decisions_total`.
+#[derive(Debug, Clone)]
+pub struct AuthDecision {
+    /// Issuer name, or `-` when the token named no configured issuer.
+    pub issuer: String,
+    /// Allowed by authentication and policy.
+    pub allowed: bool,
+    /// Closed-vocabulary reason (`none` when allowed).
+    pub reason: &'static str,
+}
+
+/// A report-mode route's deny decision: the request is forwarded without identity.
+#[derive(Debug, Clone)]
+pub struct WouldDeny {
+    /// Closed-vocabulary reason.
+    pub reason: &'static str,
+    /// Explanation.
+    pub detail: String,
+}
+
+/// What had been decided about a request so far.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// The request's id.
+    pub request_id: Option<crate::request_id::RequestId>,
+    /// The route, once routing succeeded (also on a 405).
+    pub route: Option<Arc<Route>>,
+    /// `token_sha256` of the presented token.
+    pub token_sha256: Option<Arc<str>>,
+    /// The verified identity.
+    pub identity: Option<Arc<Identity>>,
+    /// The latest authentication, policy or replay decision.
+    pub decision: Option<AuthDecision>,
+    /// A report-mode route's deny.
+    pub would_deny: Option<WouldDeny>,
+    /// Handed to Kong: the access decision was allow, whatever Kong or the connection did next.
+    pub forwarded: bool,
+}
+
+impl Record {
+    /// `allow`, `deny` or `would_deny`.
+    pub fn decision_label(&self) -> &'static str {
+        match (&self.would_deny, self.forwarded) {
+            (Some(_), _) => "would_deny",
+            (None, true) => "allow",
+            (None, false) => "deny",
+        }
+    }
+}
+
+/// See the module docs. Cloning shares the record.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext(Arc<Mutex<Record>>);
+
+impl RequestContext {
+    /// A new record for a request with this id.
+    pub fn new(request_id: Option<crate::request_id::RequestId>) -> Self {
+        RequestContext(Arc::new(Mutex::new(Record { request_id, ..Record::default() })))
+    }
+
+    /// The request's record; a detached empty one if the pipeline's top did not make one (unit tests).
+    pub fn of<B>(req: &Request<B>) -> RequestContext {
+        req.extensions().get::<RequestContext>().cloned().unwrap_or_default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A copy of what has been decided so far.
+    pub fn snapshot(&self) -> Record {
+        self.with(|r| r.clone())
+    }
+
+    /// The route was chosen.
+    pub fn set_route(&self, route: Arc<Route>) {
+        self.with(|r| r.route = Some(route));
+    }
+
+    /// The presented token's fingerprint.
+    pub fn set_token_sha256(&self, fingerprint: String) {
+        self.with(|r| r.token_sha256 = Some(fingerprint.into()));
+    }
+
+    /// The token was verified.
+    pub fn set_identity(&self, identity: Arc<Identity>) {
+        self.with(|r| r.identity = Some(identity));
+    }
+
+    /// An authentication, policy or replay decision (the latest one counts).
+    pub fn set_decision(&self, decision: AuthDecision) {
+        self.with(|r| r.decision = Some(decision));
+    }
+
+    /// A report-mode route would have refused.
+    pub fn set_would_deny(&self, would_deny: WouldDeny) {
+        self.with(|r| r.would_deny = Some(would_deny));
+    }
+
+    /// Handed to Kong (`true`), or taken back because the client's body failed (`false`).
+    pub fn set_forwarded(&self, forwarded: bool) {
+        self.with(|r| r.forwarded = forwarded);
+    }
+
+    /// The route, identity and whether a would-deny was recorded: what the steps after policy read.
+    pub fn route_identity(&self) -> (Option<Arc<Route>>, Option<Arc<Identity>>, bool) {
+        self.with(|r| (r.route.clone(), r.identity.clone(), r.would_deny.is_some()))
+    }
+}
