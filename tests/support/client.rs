@@ -21,7 +21,8 @@ use super::upstream::hex;
 /// Chunk size of [`TestClient::post_streaming`] bodies.
 pub const STREAM_CHUNK: usize = 64 * 1024;
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// The request body type [`TestClient::send_body`] takes.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// A fully read response.
 #[derive(Debug)]
@@ -121,6 +122,11 @@ impl TestClient {
         }
         let req = req.body(generated_body(total_bytes)).unwrap_or_else(|e| panic!("building POST {url}: {e}"));
         self.execute(req).await.unwrap_or_else(|e| panic!("streaming POST {url} ({total_bytes} bytes) failed: {e}"))
+    }
+
+    /// Sends a request with any body (streamed, with trailers, ...); transport errors as a string.
+    pub async fn send_body(&self, req: Request<Body>) -> Result<TestResponse, String> {
+        self.execute(req).await
     }
 
     async fn execute(&self, req: Request<Body>) -> Result<TestResponse, String> {

@@ -5,7 +5,7 @@
 //! hundreds of MiB through. `GET /stream/<N>` answers N bytes of `x` (64 KiB chunks);
 //! `/status/<code>` answers with that status (and the usual JSON). `/abort/<N>` promises 2N bytes
 //! (`Content-Length`) and `/abort-chunked/<N>` a chunked body, then each sends N bytes and breaks the
-//! connection: Kong dying mid-response.
+//! connection: Kong dying mid-response. Request trailers, if any arrive, are echoed under `trailers`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -171,12 +171,17 @@ async fn handle(
 
     let mut sha = digest::Context::new(&digest::SHA256);
     let mut body_len: u64 = 0;
+    let mut trailers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
                 if let Some(data) = frame.data_ref() {
                     sha.update(data);
                     body_len += data.len() as u64;
+                }
+                for (name, value) in frame.trailers_ref().into_iter().flatten() {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    trailers.entry(name.as_str().to_string()).or_default().push(value);
                 }
             }
             Err(e) => {
@@ -238,6 +243,7 @@ async fn handle(
         "headers": headers,
         "body_len": body_len,
         "body_sha256": hex(sha.finish().as_ref()),
+        "trailers": trailers,
         "client_cert_cn": client_cn,
     });
 
