@@ -34,9 +34,14 @@ struct Fixture {
 /// Routes: `/deploy` (PUT/POST/GET, project platform/api), `/deploy/production` (environment
 /// production), `/public` (anonymous), `/shadow` (report mode); bodies above 16 KiB are refused.
 async fn fixture(extra: &str, server_extra: &str) -> Fixture {
+    fixture_towards(extra, server_extra, None).await
+}
+
+/// [`fixture`], with `upstream.url` pointing elsewhere when `upstream` is given.
+async fn fixture_towards(extra: &str, server_extra: &str, upstream: Option<String>) -> Fixture {
     let b = Backends::start().await;
     let issuer = b.idp.issuer();
-    let base = base_config(&b.pki, &b.upstream.url())
+    let base = base_config(&b.pki, &upstream.unwrap_or_else(|| b.upstream.url()))
         .replace("[server]\n", &format!("[server]\nmax_body_bytes = {CAP}\n{server_extra}\n"));
     let config = format!(
         r#"{base}
@@ -512,4 +517,25 @@ async fn a_request_timeout_is_attributed_to_what_was_decided() {
     assert_eq!(event["decision"], "would_deny", "{event}");
     assert_eq!(event["route"], "shadow", "{event}");
     assert_eq!(event["reason"], "policy", "{event}");
+}
+
+#[tokio::test]
+async fn an_upstream_error_is_attributed_to_the_allowed_request() {
+    let down = format!("https://{}", unused_addr());
+    let fx = fixture_towards("", "", Some(down)).await;
+    let client = TestClient::new(&fx.b.pki);
+    let resp = client
+        .send(with_headers(&fx.runway.url("/deploy/app"), Some(&fx.allowed), &[("x-request-id", "kong-down-1")]))
+        .await;
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    let event = eventually("the audit event", Duration::from_secs(5), || async {
+        audit_lines(&fx.b.pki).into_iter().find(|e| e["request_id"] == "kong-down-1")
+    })
+    .await;
+    assert_eq!(
+        (&event["status"], &event["decision"], &event["route"], &event["issuer"], &event["subject"]),
+        (&json!(502), &json!("allow"), &json!("deploy"), &json!("gitlab"), &json!("user-1")),
+        "{event}"
+    );
+    assert_eq!(fx.runway.metric("runway_requests_total", &[("route", "deploy"), ("status", "502")]).await, Some(1.0));
 }
