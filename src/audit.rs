@@ -1,11 +1,13 @@
-//! The audit trail (contract section 7): one JSON line per request, written by a dedicated thread behind a
-//! bounded queue so a slow disk never sits on the request path. When the queue is full the request waits
-//! for room (counted) rather than lose an event. The writer drains the queue every 10 ms (100 ms when idle)
-//! with one write and one flush per batch, so requests never wake it. The file is reopened on SIGHUP
-//! (logrotate) and everything queued is flushed on shutdown.
+//! The audit trail (contract section 7): one JSON line per request, written before the response completes,
+//! by a dedicated thread with group commit: the thread sleeps until an event arrives, then encodes and
+//! writes everything queued by then in one `write`, and releases every request waiting on that batch. Under
+//! load a batch holds many events, so the cost of a write is shared, and encoding happens off the request
+//! path. The queue is bounded: when it is full the request waits for room (counted) rather than lose an
+//! event. A failed write (full disk) is counted and logged, and its requests go on. The file is reopened on
+//! SIGHUP (logrotate) and everything queued is written on shutdown.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -18,10 +20,6 @@ use crate::metrics::Metrics;
 
 /// Events held in memory at most before requests wait.
 pub const QUEUE_CAPACITY: usize = 4096;
-/// How often the writer drains the queue while events arrive: the most an event waits before it is written.
-const BUSY_TICK: std::time::Duration = std::time::Duration::from_millis(10);
-/// How often the writer looks when nothing has arrived for a while.
-const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One audit event.
 #[derive(Debug, Serialize)]
@@ -62,7 +60,8 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 enum Message {
-    Line(Vec<u8>),
+    /// An event, and the request waiting until it is written.
+    Event(Box<Event>, oneshot::Sender<()>),
     Reopen,
     Stop(oneshot::Sender<()>),
 }
@@ -86,16 +85,14 @@ pub struct AuditError {
 
 enum Sink {
     Stdout(std::io::Stdout),
-    File { path: PathBuf, file: BufWriter<File> },
+    File { path: PathBuf, file: File },
 }
 
 impl Sink {
     fn open(path: Option<&Path>) -> Result<Sink, AuditError> {
         match path {
             None => Ok(Sink::Stdout(std::io::stdout())),
-            Some(p) => {
-                Ok(Sink::File { path: p.to_path_buf(), file: BufWriter::with_capacity(64 * 1024, open_append(p)?) })
-            }
+            Some(p) => Ok(Sink::File { path: p.to_path_buf(), file: open_append(p)? }),
         }
     }
 
@@ -128,26 +125,22 @@ impl AuditLog {
         Ok(AuditLog { tx, metrics })
     }
 
-    /// Queues an event; waits for room when the queue is full.
-    pub async fn record(&self, event: &Event) {
-        let mut line = match serde_json::to_vec(event) {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(error = %e, "audit event could not be encoded");
-                self.metrics.audit_write_errors.inc();
-                return;
-            }
-        };
-        line.push(b'\n');
-        match self.tx.try_send(Message::Line(line)) {
+    /// Hands an event to the writer and waits until the batch holding it has been written (or its write
+    /// failed, which is counted and logged). Waits for room first when the queue is full.
+    pub async fn record(&self, event: Event) {
+        let (written, wait) = oneshot::channel();
+        match self.tx.try_send(Message::Event(Box::new(event), written)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(msg)) => {
                 self.metrics.audit_queue_waits.inc();
                 if self.tx.send(msg).await.is_err() {
-                    self.lost();
+                    return self.lost();
                 }
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.lost(),
+            Err(mpsc::error::TrySendError::Closed(_)) => return self.lost(),
+        }
+        if wait.await.is_err() {
+            self.lost();
         }
     }
 
@@ -170,70 +163,103 @@ impl AuditLog {
     }
 }
 
+/// Reports write failures once per run of failures, and the recovery.
+struct Health<'a> {
+    metrics: &'a Metrics,
+    failing: bool,
+}
+
+impl Health<'_> {
+    fn report(&mut self, result: std::io::Result<()>, what: &str) -> bool {
+        match result {
+            Ok(()) => {
+                if self.failing {
+                    tracing::info!("audit writes succeed again");
+                }
+                self.failing = false;
+                true
+            }
+            Err(e) => {
+                self.metrics.audit_write_errors.inc();
+                // Log the first failure of a run, not every batch of a full disk.
+                if !self.failing {
+                    tracing::error!(error = %e, "audit {what} failed");
+                }
+                self.failing = true;
+                false
+            }
+        }
+    }
+}
+
 fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Message>, metrics: &Metrics) {
-    let mut failing = false;
-    let mut report = |result: std::io::Result<()>, what: &str| match result {
-        Ok(()) => {
-            if failing {
-                tracing::info!("audit writes succeed again");
+    let mut health = Health { metrics, failing: false };
+    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut waiting: Vec<oneshot::Sender<()>> = Vec::with_capacity(256);
+    // Sleeps until something arrives; then takes everything queued by then as one batch.
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        let mut stop = None;
+        while let Some(message) = next.take() {
+            match message {
+                Message::Event(event, written) => {
+                    encode(&event, &mut batch, &mut health);
+                    waiting.push(written);
+                }
+                Message::Reopen => {
+                    commit(&mut sink, &mut batch, &mut waiting, &mut health);
+                    reopen(&mut sink, &mut health);
+                }
+                Message::Stop(done) => stop = Some(done),
             }
-            failing = false;
+            if stop.is_none() {
+                next = rx.try_recv().ok();
+            }
         }
+        commit(&mut sink, &mut batch, &mut waiting, &mut health);
+        if let Some(done) = stop {
+            let _ = done.send(());
+            return;
+        }
+    }
+}
+
+fn encode(event: &Event, batch: &mut Vec<u8>, health: &mut Health<'_>) {
+    let mark = batch.len();
+    match serde_json::to_writer(&mut *batch, event) {
+        Ok(()) => batch.push(b'\n'),
         Err(e) => {
-            metrics.audit_write_errors.inc();
-            // Log the first failure of a run, not every event of a full disk.
-            if !failing {
-                tracing::error!(error = %e, "audit {what} failed");
-            }
-            failing = true;
+            batch.truncate(mark);
+            health.report(Err(std::io::Error::other(e)), "event encoding");
         }
-    };
-    // The writer polls on a short timer instead of waiting on the channel: a request that queues an event
-    // then wakes nobody, and each tick writes everything queued with one flush. Busy: every BUSY_TICK; idle:
-    // backing off to IDLE_TICK. Shutdown and reopen requests are handled within one tick.
-    let mut tick = BUSY_TICK;
-    loop {
-        std::thread::sleep(tick);
-        let mut wrote = false;
-        loop {
-            match rx.try_recv() {
-                Ok(Message::Line(line)) => {
-                    let result = sink.writer().write_all(&line);
-                    if result.is_ok() {
-                        metrics.audit_events.inc();
-                    }
-                    report(result, "write");
-                    wrote = true;
-                }
-                Ok(Message::Reopen) => {
-                    report(sink.writer().flush(), "flush");
-                    if let Sink::File { path, file } = &mut sink {
-                        match open_append(path) {
-                            Ok(f) => {
-                                *file = BufWriter::with_capacity(64 * 1024, f);
-                                tracing::info!(path = %path.display(), "audit file reopened");
-                            }
-                            Err(e) => report(Err(std::io::Error::other(e.to_string())), "reopen"),
-                        }
-                    }
-                }
-                Ok(Message::Stop(done)) => {
-                    report(sink.writer().flush(), "flush");
-                    let _ = done.send(());
-                    return;
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    report(sink.writer().flush(), "flush");
-                    return;
-                }
-            }
+    }
+}
+
+/// Writes the batch in one `write`, then releases the requests waiting on it, whatever the outcome.
+fn commit(sink: &mut Sink, batch: &mut Vec<u8>, waiting: &mut Vec<oneshot::Sender<()>>, health: &mut Health<'_>) {
+    if !batch.is_empty() {
+        let events = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+        let writer = sink.writer();
+        if health.report(writer.write_all(batch).and_then(|()| writer.flush()), "write") {
+            health.metrics.audit_events.inc_by(events);
         }
-        if wrote {
-            report(sink.writer().flush(), "flush");
-            tick = BUSY_TICK;
-        } else {
-            tick = (tick * 2).min(IDLE_TICK);
+        batch.clear();
+    }
+    for written in waiting.drain(..) {
+        let _ = written.send(());
+    }
+}
+
+fn reopen(sink: &mut Sink, health: &mut Health<'_>) {
+    if let Sink::File { path, file } = sink {
+        match open_append(path) {
+            Ok(f) => {
+                *file = f;
+                tracing::info!(path = %path.display(), "audit file reopened");
+            }
+            Err(e) => {
+                health.report(Err(std::io::Error::other(e.to_string())), "reopen");
+            }
         }
     }
 }

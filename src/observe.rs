@@ -91,7 +91,7 @@ where
             if let Some(audit) = &layer.audit {
                 let event =
                     event(&record, refused, &layer, request_id, method, path, status.as_u16(), arrived, elapsed);
-                audit.record(&event).await;
+                audit.record(event).await;
             }
             Ok(response)
         })

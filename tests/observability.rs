@@ -341,3 +341,36 @@ async fn alerting_series_exist_before_the_first_event() {
         assert_eq!(value(&text, "runway_config_reloads_total", &[("result", result)]), Some(0.0));
     }
 }
+
+#[tokio::test]
+async fn the_audit_event_is_written_before_the_response_completes() {
+    // Contract section 7: a client that reads the audit file right after its response finds its event.
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
+    let config = format!(
+        "{}{}{ROUTES}",
+        base_config(&pki, &upstream.url()),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, "")
+    );
+    let runway = Runway::start(&pki, &config).await;
+    runway.wait_ready().await;
+    let good = key.mint(&claims(&idp.issuer(), AUD, json!({"environment": "production"})));
+    let clients = [TestClient::new(&pki), TestClient::http2(&pki)];
+    for i in 0..40 {
+        let client = &clients[i % 2];
+        let id = format!("written-before-{i}");
+        let (path, token) = match i % 4 {
+            0 => ("/deploy/x", Some(good.as_str())),
+            1 => ("/deploy/x", None),
+            2 => ("/nowhere", None),
+            _ => ("/shadow/x", None),
+        };
+        let mut req = Request::post(runway.url(path)).header("x-request-id", &id);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = client.send(req.body(Full::new(Bytes::new())).unwrap_or_else(|e| panic!("{e}"))).await;
+        let events = audit_lines(&pki);
+        let event = events.iter().find(|e| e["request_id"] == id.as_str());
+        assert!(event.is_some_and(|e| e["status"] == resp.status.as_u16()), "{path}: no event for {id} yet");
+    }
+}
