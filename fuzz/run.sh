@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 
 seconds="${FUZZ_SECONDS:-30}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-all_targets=(jwt aws_token policy config)
+all_targets=(jwt aws_token policy config path)
 if [ "$#" -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 if ! rustup run nightly rustc --version >/dev/null 2>&1; then

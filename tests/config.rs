@@ -525,6 +525,16 @@ fn bad_configs() -> Vec<Case> {
             "control characters",
         ),
         case(
+            "route host without preserve_host",
+            good_with(
+                "url = \"https://kong.internal:8443\"",
+                "url = \"https://kong.internal:8443\"\npreserve_host = false",
+            )
+            .replace("path_prefix = \"/status\"", "host = \"status.example.com\"\npath_prefix = \"/status\""),
+            "routes[1].host",
+            "routes may not set a host when upstream.preserve_host = false",
+        ),
+        case(
             "host that is only a dot",
             good_with("path_prefix = \"/jobs\"", "host = \".\"\npath_prefix = \"/jobs\""),
             "routes[2].host",
@@ -758,6 +768,44 @@ fn a_route_host_with_a_trailing_dot_serves_its_host() {
 }
 
 #[test]
+fn a_route_host_needs_preserve_host() {
+    // Without preserve_host Kong gets the upstream's host, not the client's: a route chosen by the client's
+    // Host would then be enforced for a request that Kong routes by another host.
+    let no_preserve = good_with(
+        "url = \"https://kong.internal:8443\"",
+        "url = \"https://kong.internal:8443\"\npreserve_host = false",
+    );
+    let with_host =
+        no_preserve.replace("path_prefix = \"/status\"", "host = \"Status.Example.com\"\npath_prefix = \"/status\"");
+    let (_dir, result) = load_toml(&with_host);
+    match result {
+        Err(ConfigError::Invalid { key, message }) => {
+            assert_eq!(key, "routes[1].host");
+            assert_eq!(
+                message,
+                "routes may not set a host when upstream.preserve_host = false (Kong never sees the client's Host, \
+                 so routing and forwarding would use different hosts)"
+            );
+        }
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+    // Without host routes, preserve_host = false is fine...
+    let (_dir, c) = load_ok(&no_preserve);
+    assert!(!c.upstream.preserve_host);
+    // ...and with preserve_host (explicit or by default) a route may set a host.
+    let (_dir, c) = load_ok(&with_host.replace("preserve_host = false", "preserve_host = true"));
+    assert_eq!(c.routes[1].host.as_deref(), Some("status.example.com"));
+    let (_dir, c) = load_ok(&with_host.replace("preserve_host = false\n", ""));
+    assert!(c.upstream.preserve_host);
+    // An environment override that turns preserve_host off is held to the same rule.
+    let outcome = load_with_env(
+        &with_host.replace("preserve_host = false\n", ""),
+        &[("RUNWAY__UPSTREAM__PRESERVE_HOST", "false")],
+    );
+    assert!(outcome.starts_with("err routes[1].host: routes may not set a host"), "{outcome}");
+}
+
+#[test]
 fn an_undefined_issuer_error_reads_exactly() {
     let (_dir, result) = load_toml(&good_with("issuer = \"okta\"\nclaims", "issuer = \"gitlb\"\nclaims"));
     let e = result.err().map(|e| e.to_string());
@@ -958,7 +1006,7 @@ fn explicit_values_override_the_defaults() {
         )
         .replace(
             "url = \"https://kong.internal\"",
-            "url = \"https://10.1.2.3:8443\"\nserver_name = \"kong.internal\"\npreserve_host = false\nconnect_timeout = \"250ms\"\ntimeout = \"3s\"",
+            "url = \"https://10.1.2.3:8443\"\nserver_name = \"kong.internal\"\npreserve_host = true\nconnect_timeout = \"250ms\"\ntimeout = \"3s\"",
         )
         .replace(
             "audiences = [\"a\"]\n\n[[issuers]]\nname = \"ok\"",
@@ -984,7 +1032,7 @@ fn explicit_values_override_the_defaults() {
     let u = &c.upstream;
     assert_eq!((u.host.as_str(), u.port), ("10.1.2.3", 8443));
     assert_eq!(u.server_name, "kong.internal");
-    assert!(!u.preserve_host);
+    assert!(u.preserve_host, "a route with a host needs preserve_host (see the test below)");
     assert_eq!(u.connect_timeout, Duration::from_millis(250));
     assert_eq!(u.timeout, Duration::from_secs(3));
 

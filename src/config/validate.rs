@@ -95,6 +95,13 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
             return Err(ConfigError::invalid(format!("{key}.name"), format!("duplicate route name \"{}\"", r.name)));
         }
         let route = route(&key, r, &known)?;
+        if route.host.is_some() && !upstream.preserve_host {
+            return Err(ConfigError::invalid(
+                format!("{key}.host"),
+                "routes may not set a host when upstream.preserve_host = false (Kong never sees the client's \
+                 Host, so routing and forwarding would use different hosts)",
+            ));
+        }
         if !route_keys.insert((route.host.clone(), route.path_prefix.clone())) {
             return Err(ConfigError::invalid(
                 format!("{key}.path_prefix"),
@@ -334,7 +341,8 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
     {
         return Err(ConfigError::invalid(
             format!("{key}.path_prefix"),
-            "must be a plain path: no '.' or '..' segments, no '//', '\\', control characters or percent-encoding",
+            "must be a plain path: no '.' or '..' segments, no '//', '\\', ';', control characters, percent-encoding, \
+             segments ending in '.' or ' ', or Unicode look-alikes of '.', '/', '\\', ';' or '%'",
         ));
     }
     let path_prefix = match r.path_prefix.trim_end_matches('/') {
