@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::Request;
 
 use crate::auth::Identity;
+use crate::config::RouteMode;
+use crate::error::Rejection;
 use crate::routing::Route;
 
 /// An authentication or policy decision, for `auth_decisions_total`.
@@ -113,6 +115,18 @@ impl RequestContext {
     /// Handed to Kong (`true`), or taken back because the client's body failed (`false`).
     pub fn set_forwarded(&self, forwarded: bool) {
         self.with(|r| r.forwarded = forwarded);
+    }
+
+    /// The one rule of report mode: on a report-mode route a refusal by authentication, policy or the
+    /// replay check becomes a would-deny (recorded; the request goes on, without identity), elsewhere it is
+    /// the answer.
+    pub fn refuse(&self, route: &Route, rejection: Rejection) -> Result<(), Rejection> {
+        if route.mode != RouteMode::Report {
+            return Err(rejection);
+        }
+        let reason = rejection.reason();
+        self.set_would_deny(WouldDeny { reason, detail: rejection.to_string() });
+        Ok(())
     }
 
     /// The route, identity and whether a would-deny was recorded: what the steps after policy read.

@@ -257,8 +257,8 @@ where
     B::Error: Into<BoxError>,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = crate::layer::BoxResponseFuture;
+    type Error = crate::error::Rejection;
+    type Future = crate::layer::BoxStepFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -299,7 +299,7 @@ where
                         // allowed request.
                         context.set_forwarded(false);
                     }
-                    Ok(crate::layer::rejection_response(&context, e.into()))
+                    Err(e.into())
                 }
             }
         })

@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use crate::error::Rejection;
 use crate::forward::HOP_BY_HOP;
-use crate::layer::{BoxResponseFuture, reject};
+use crate::layer::Step;
 
 /// Request headers above this total size are refused with 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -185,11 +185,10 @@ pub struct Sanitize<S> {
 impl<S, B> tower::Service<Request<B>> for Sanitize<S>
 where
     S: crate::layer::Inner<B>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = Step<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -197,16 +196,16 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if header_bytes(req.headers()) > MAX_HEADER_BYTES {
-            return reject(&req, Rejection::HeadersTooLarge { limit: MAX_HEADER_BYTES });
+            return Step::refuse(Rejection::HeadersTooLarge { limit: MAX_HEADER_BYTES });
         }
         // Before anything is stripped: Transfer-Encoding, Upgrade and Host are read as the client sent them.
         if let Err(rejection) = crate::strict::check(&req) {
-            return reject(&req, rejection);
+            return Step::refuse(rejection);
         }
         let credential = sanitize(req.headers_mut(), self.peer.trusted, &self.protected);
         req.extensions_mut().insert(credential);
         req.extensions_mut().insert(self.peer);
-        Box::pin(self.inner.call(req))
+        Step::next(self.inner.call(req))
     }
 }
 
@@ -231,11 +230,10 @@ pub struct IdentityHeaders<S> {
 impl<S, B> tower::Service<Request<B>> for IdentityHeaders<S>
 where
     S: crate::layer::Inner<B>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -258,7 +256,7 @@ where
             add_forwarding(&mut parts.headers, &peer, host.as_ref());
         }
         req = Request::from_parts(parts, body);
-        Box::pin(self.inner.call(req))
+        self.inner.call(req)
     }
 }
 

@@ -2,6 +2,7 @@
 //! `Content-Length`, or mid-stream for chunked bodies) and the body stall timeout (408: no body bytes for
 //! `server.header_read_timeout`, the body's counterpart of hyper's timeout on the head).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -14,9 +15,8 @@ use http::header::CONTENT_LENGTH;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::context::RequestContext;
 use crate::error::Rejection;
-use crate::layer::{BoxResponseFuture, Inner, reject, rejection_response};
+use crate::layer::{Inner, Step, StepResult};
 
 /// Bounds the time to the response head.
 #[derive(Clone)]
@@ -48,31 +48,43 @@ pub struct RequestTimeout<S> {
 impl<S, B> tower::Service<Request<B>> for RequestTimeout<S>
 where
     S: Inner<B>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = Deadline<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // Shared with the steps below, which are dropped mid-way if time runs out: the 504 is attributed to
-        // the route, identity and decision they had reached.
-        let context = RequestContext::of(&req);
-        let fut = self.inner.call(req);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, fut).await {
-                Ok(result) => result,
-                Err(_) => {
-                    let why = format!("request did not complete within {}s", timeout.as_secs_f64());
-                    Ok(rejection_response(&context, Rejection::GatewayTimeout(why)))
-                }
+        // The steps below are dropped mid-way if time runs out; the rescue attributes the 504 to the route,
+        // identity and decision they had recorded in the request's context by then.
+        Deadline { inner: tokio::time::timeout(self.timeout, self.inner.call(req)), after: self.timeout }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// See [`RequestTimeoutLayer`].
+    pub struct Deadline<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        after: Duration,
+    }
+}
+
+impl<F: Future<Output = StepResult>> Future for Deadline<F> {
+    type Output = StepResult;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StepResult> {
+        let this = self.project();
+        match std::task::ready!(this.inner.poll(cx)) {
+            Ok(result) => Poll::Ready(result),
+            Err(_) => {
+                let why = format!("request did not complete within {}s", this.after.as_secs_f64());
+                Poll::Ready(Err(Rejection::GatewayTimeout(why)))
             }
-        })
+        }
     }
 }
 
@@ -109,11 +121,10 @@ pub struct BodyLimit<S> {
 impl<S, B> tower::Service<Request<B>> for BodyLimit<S>
 where
     S: Inner<CappedBody<B>>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = Step<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -124,13 +135,13 @@ where
         let declared =
             req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|len| len > limit) {
-            return reject(&req, Rejection::PayloadTooLarge { limit });
+            return Step::refuse(Rejection::PayloadTooLarge { limit });
         }
         let fault = BodyFault::new(self.stall);
         let mut req =
             req.map(|inner| CappedBody { inner, remaining: limit, fault: fault.clone(), stall: StallTimer::default() });
         req.extensions_mut().insert(fault);
-        Box::pin(self.inner.call(req))
+        Step::next(self.inner.call(req))
     }
 }
 

@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::audit::{AuditLog, Event, rfc3339};
 use crate::context::{Record, RequestContext};
-use crate::layer::{BoxResponseFuture, Inner, Refused};
+use crate::layer::{Answers, Refused};
 use crate::metrics::Metrics;
 use crate::request_id::RequestId;
 
@@ -49,12 +49,13 @@ pub struct Observe<S> {
 
 impl<S, B> tower::Service<Request<B>> for Observe<S>
 where
-    S: Inner<B>,
+    S: Answers<B>,
     B: Send + 'static,
 {
     type Response = crate::Response;
     type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::Response, std::convert::Infallible>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -12,7 +12,7 @@ use http::Request;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::Rejection;
-use crate::layer::{BoxResponseFuture, Inner, reject};
+use crate::layer::{Inner, Step, StepResult};
 
 /// A bound on something concurrent (connections, requests in flight) whose size a reload may change without
 /// forgetting what is already held.
@@ -121,11 +121,10 @@ pub struct Shed<S> {
 impl<S, B> tower::Service<Request<B>> for Shed<S>
 where
     S: Inner<B>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = Holding<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -133,15 +132,30 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(permit) = self.capacity.try_acquire() else {
-            return reject(&req, Rejection::Overloaded { limit: self.capacity.size() });
+            return Holding { step: Step::refuse(Rejection::Overloaded { limit: self.capacity.size() }), permit: None };
         };
-        let fut = self.inner.call(req);
-        // Held until the response head: the body streams on the connection's own budget.
-        Box::pin(async move {
-            let response = fut.await;
-            drop(permit);
-            response
-        })
+        Holding { step: Step::next(self.inner.call(req)), permit: Some(permit) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner future, holding an in-flight slot until the response head: the body streams on the
+    /// connection's own budget.
+    pub struct Holding<F> {
+        #[pin]
+        step: Step<F>,
+        permit: Option<OwnedSemaphorePermit>,
+    }
+}
+
+impl<F: std::future::Future<Output = StepResult>> std::future::Future for Holding<F> {
+    type Output = StepResult;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<StepResult> {
+        let this = self.project();
+        let result = std::task::ready!(this.step.poll(cx));
+        this.permit.take();
+        std::task::Poll::Ready(result)
     }
 }
 

@@ -324,11 +324,10 @@ pub struct Authorize<S> {
 impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
 where
     S: crate::layer::Inner<B>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = crate::layer::BoxResponseFuture;
+    type Error = crate::error::Rejection;
+    type Future = crate::layer::Step<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -347,13 +346,11 @@ where
             _ => Ok(()),
         };
         if let Err((route, detail)) = verdict {
-            if route.mode == crate::config::RouteMode::Report {
-                context.set_would_deny(crate::context::WouldDeny { reason: "policy", detail });
-            } else {
-                let rejection = crate::error::Rejection::Forbidden { route: route.name.clone(), detail };
-                return crate::layer::reject(&req, rejection);
+            let rejection = crate::error::Rejection::Forbidden { route: route.name.clone(), detail };
+            if let Err(rejection) = context.refuse(&route, rejection) {
+                return crate::layer::Step::refuse(rejection);
             }
         }
-        Box::pin(self.inner.call(req))
+        crate::layer::Step::next(self.inner.call(req))
     }
 }

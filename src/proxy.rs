@@ -17,6 +17,7 @@ use crate::body::RequestBody;
 use crate::config::Config;
 use crate::forward::{Forward, Upstream};
 use crate::headers::{IdentityHeadersLayer, Protected, SanitizeLayer};
+use crate::layer::{Inner, RescueLayer};
 use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
@@ -158,7 +159,7 @@ impl Runtime {
         })
     }
 
-    /// The pipeline for one connection from `peer`.
+    /// The pipeline for one connection from `peer`, ending in Kong.
     pub fn stack(
         &self,
         peer: SocketAddr,
@@ -166,23 +167,44 @@ impl Runtime {
         Request<RequestBody>,
         Response = crate::Response,
         Error = Infallible,
-        Future = crate::layer::BoxResponseFuture,
+        Future: Send + 'static,
     >
     + Clone
     + Send
     + 'static
     + use<> {
+        self.pipeline(peer, Forward::new(self.upstream.clone(), self.telemetry.metrics.clone()))
+    }
+
+    /// The pipeline with any last step in place of the forwarder (`runway explain` records what Kong would
+    /// get): every request, proxied or explained, goes through these same steps in this order.
+    pub fn pipeline<B, T>(
+        &self,
+        peer: SocketAddr,
+        last: T,
+    ) -> impl tower::Service<Request<B>, Response = crate::Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+    + use<B, T>
+    where
+        B: Send + 'static,
+        T: Inner<CappedBody<B>>,
+    {
         let server = &self.config.server;
         ServiceBuilder::new()
             // Outermost, so every response (Runway's own included) carries the id.
             .layer(RequestIdLayer)
-            // Sees every outcome, Runway's own refusals included: metrics, audit event, request span.
+            // Sees every outcome, Runway's own refusals included: metrics, audit event, request span. Makes the
+            // request's context, which every step below fills in.
             .layer(ObserveLayer::new(
                 self.telemetry.metrics.clone(),
                 self.telemetry.audit.clone(),
                 self.audit_claims.clone(),
                 peer,
             ))
+            // The one place a refusal of any step below becomes its response.
+            .layer(RescueLayer)
             // 503 above the in-flight bound: before any work is spent on a request that will be shed.
             .layer(ShedLayer::new(self.in_flight.clone()))
             // The whole exchange, Kong included, up to the response head.
@@ -204,6 +226,6 @@ impl Runtime {
             .layer(IdentityHeadersLayer)
             // ...and signs, for Kong's jwt plugin: replaces the client's copy of the header.
             .layer(AssertionLayer::new(self.assertion.clone()))
-            .service(Forward::new(self.upstream.clone(), self.telemetry.metrics.clone()))
+            .service(last)
     }
 }

@@ -3,7 +3,7 @@
 
 use http::{HeaderName, HeaderValue, Request};
 
-use crate::layer::{BoxResponseFuture, Inner};
+use crate::layer::Answers;
 
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,12 +45,11 @@ pub struct SetRequestId<S> {
 
 impl<S, B> tower::Service<Request<B>> for SetRequestId<S>
 where
-    S: Inner<B>,
-    B: Send + 'static,
+    S: Answers<B>,
 {
     type Response = crate::Response;
     type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Future = WithRequestId<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -66,12 +65,32 @@ where
         };
         req.headers_mut().insert(X_REQUEST_ID, id.clone());
         req.extensions_mut().insert(RequestId(id.clone()));
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut response = fut.await?;
+        WithRequestId { future: self.inner.call(req), id: Some(id) }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Echoes the request id on the response.
+    pub struct WithRequestId<F> {
+        #[pin]
+        future: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F> std::future::Future for WithRequestId<F>
+where
+    F: std::future::Future<Output = Result<crate::Response, std::convert::Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        let this = self.project();
+        let Ok(mut response) = std::task::ready!(this.future.poll(cx));
+        if let Some(id) = this.id.take() {
             response.headers_mut().insert(X_REQUEST_ID, id);
-            Ok(response)
-        })
+        }
+        std::task::Poll::Ready(Ok(response))
     }
 }
 

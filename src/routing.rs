@@ -575,11 +575,10 @@ pub struct RouteService<S> {
 impl<S, B> tower::Service<http::Request<B>> for RouteService<S>
 where
     S: crate::layer::Inner<B>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = crate::layer::BoxResponseFuture;
+    type Error = crate::error::Rejection;
+    type Future = crate::layer::Step<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -594,14 +593,14 @@ where
         match self.table.find(host.as_deref(), req.uri().path(), req.method()) {
             Ok(route) => {
                 crate::context::RequestContext::of(&req).set_route(route);
-                Box::pin(self.inner.call(req))
+                crate::layer::Step::next(self.inner.call(req))
             }
             Err(e) => {
                 // A 405 still belongs to its route, in metrics and in the audit log.
                 if let RouteError::MethodNotAllowed { route, .. } = &e {
                     crate::context::RequestContext::of(&req).set_route(route.clone());
                 }
-                crate::layer::reject(&req, e.into())
+                crate::layer::Step::refuse(e.into())
             }
         }
     }

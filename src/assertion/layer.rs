@@ -9,7 +9,7 @@ use http::Request;
 use super::Assertions;
 use crate::context::RequestContext;
 use crate::error::Rejection;
-use crate::layer::{BoxResponseFuture, Inner, reject};
+use crate::layer::{Inner, Step};
 
 /// See the module docs. Without `[assertion]` it passes every request on untouched.
 #[derive(Clone)]
@@ -41,11 +41,10 @@ pub struct Assert<S> {
 impl<S, B> tower::Service<Request<B>> for Assert<S>
 where
     S: Inner<B>,
-    B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = Step<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -65,10 +64,10 @@ where
                 Some(Ok(value)) => {
                     req.headers_mut().insert(assertions.header().clone(), value);
                 }
-                Some(Err(e)) => return reject(&req, Rejection::from(e)),
+                Some(Err(e)) => return Step::refuse(Rejection::from(e)),
                 None => {}
             }
         }
-        Box::pin(self.inner.call(req))
+        Step::next(self.inner.call(req))
     }
 }

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use http::Request;
 
 use super::{AuthError, Authenticator, Reason, Refusal, bearer_token};
-use crate::config::RouteMode;
-use crate::context::{AuthDecision, RequestContext, WouldDeny};
+use crate::context::{AuthDecision, RequestContext};
 use crate::error::Rejection;
 use crate::headers::Credential;
-use crate::layer::{BoxResponseFuture, Inner, rejection_response};
+use crate::layer::{BoxStepFuture, Inner};
 
 /// See the module docs.
 #[derive(Clone)]
@@ -46,8 +45,8 @@ where
     B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = BoxStepFuture;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -89,12 +88,8 @@ where
                     let reason = error.reason();
                     let issuer = issuer.unwrap_or_else(|| "-".to_string());
                     context.set_decision(AuthDecision { issuer, allowed: false, reason });
-                    if route.mode == RouteMode::Report {
-                        context.set_would_deny(WouldDeny { reason, detail: error.to_string() });
-                        inner.call(req).await
-                    } else {
-                        Ok(rejection_response(&context, Rejection::from(error)))
-                    }
+                    context.refuse(&route, Rejection::from(error))?;
+                    inner.call(req).await
                 }
             }
         })

@@ -12,12 +12,13 @@ use serde_json::Value;
 
 use super::{ReplayError, ReplayKey, ReplayStore, Use, unix_ms};
 use crate::auth::Identity;
-use crate::config::{Config, RouteMode};
-use crate::context::{AuthDecision, RequestContext, WouldDeny};
+use crate::config::Config;
+use crate::context::{AuthDecision, RequestContext};
 use crate::error::Rejection;
-use crate::layer::{BoxResponseFuture, Inner, rejection_response};
+use crate::layer::{BoxStepFuture, Inner};
 use crate::metrics::Metrics;
 use crate::routing::Route;
+use futures_util::future::Either;
 
 /// How long a jti is kept when the token has no `exp` (verified JWTs always have one).
 const WITHOUT_EXP: Duration = Duration::from_secs(24 * 3600);
@@ -114,8 +115,8 @@ where
     B: Send + 'static,
 {
     type Response = crate::Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxResponseFuture;
+    type Error = Rejection;
+    type Future = futures_util::future::Either<S::Future, BoxStepFuture>;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -123,32 +124,27 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(replay) = &self.replay else {
-            return Box::pin(self.inner.call(req));
+            return Either::Left(self.inner.call(req));
         };
         let context = RequestContext::of(&req);
         let (route, identity) = match context.route_identity() {
             // Only an allowed request (an identity, and no would-deny) on a one_time route uses a jti up.
             (Some(route), Some(identity), false) if route.one_time => (route, identity),
-            _ => return Box::pin(self.inner.call(req)),
+            _ => return Either::Left(self.inner.call(req)),
         };
         let replay = replay.clone();
         // The clone that was polled ready is the one called (tower's guide on cloning inner services).
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
-        Box::pin(async move {
-            let Err(error) = replay.check(&route, &identity).await else {
-                return inner.call(req).await;
-            };
-            let rejection = Rejection::from(error);
-            let reason = rejection.reason();
-            context.set_decision(AuthDecision { issuer: identity.issuer.clone(), allowed: false, reason });
-            if route.mode == RouteMode::Report {
-                context.set_would_deny(WouldDeny { reason, detail: rejection.to_string() });
-                inner.call(req).await
-            } else {
-                Ok(rejection_response(&context, rejection))
+        Either::Right(Box::pin(async move {
+            if let Err(error) = replay.check(&route, &identity).await {
+                let rejection = Rejection::from(error);
+                let reason = rejection.reason();
+                context.set_decision(AuthDecision { issuer: identity.issuer.clone(), allowed: false, reason });
+                context.refuse(&route, rejection)?;
             }
-        })
+            inner.call(req).await
+        }))
     }
 }
 
