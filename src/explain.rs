@@ -1,11 +1,19 @@
-//! `runway explain`: one request through routing, verification and policy, without forwarding, printing
-//! every step with the actual values. It calls the same functions the proxy uses, in the same order, so
-//! its verdict is the proxy's.
+//! `runway explain`: one request through routing, verification and policy, without forwarding. First every
+//! step with the actual values (a reading for people), then the request itself through the proxy's own
+//! pipeline ([`Runtime::pipeline`]) with a recording last step in place of the forwarder: the verdict and
+//! the headers Kong would receive come from that run, so they cannot drift from what the proxy does. On
+//! `one_time` routes the run uses a private in-memory replay store: explaining never uses a jti up.
 
 use std::fmt::Write;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use http::{Method, Uri};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Uri};
+use http_body_util::{BodyExt, Empty, Full};
 use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::context::RequestContext;
 
 use crate::auth::{self, AuthError, Identity, jwt::Jwt};
 use crate::config::RouteMode;
@@ -24,9 +32,98 @@ pub enum Verdict {
 /// Explains `method url` with `token`; returns the verdict and the report.
 pub async fn explain(runtime: &Runtime, method: &Method, url: &Uri, token: Option<&str>) -> (Verdict, String) {
     let mut out = String::new();
-    let verdict = run(runtime, method, url, token, &mut out).await;
+    let reading = run(runtime, method, url, token, &mut out).await;
+    let verdict = through_pipeline(runtime, method, url, token, &mut out).await;
+    if reading != verdict {
+        let _ =
+            writeln!(out, "note:      the reading above disagrees with the pipeline; the pipeline's verdict stands");
+    }
     let _ = writeln!(out, "decision:  {}", if verdict == Verdict::Allow { "allow" } else { "deny" });
     (verdict, out)
+}
+
+/// What reached the last step: the headers Kong would receive, and whether it was a report-mode would-deny.
+#[derive(Debug, Clone)]
+struct Reached {
+    headers: HeaderMap,
+    would_deny: Option<&'static str>,
+}
+
+/// The last step of the explained pipeline: records what it receives and answers 200.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Option<Reached>>>);
+
+impl Recorder {
+    fn take(&self) -> Option<Reached> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl<B> tower::Service<Request<B>> for Recorder {
+    type Response = crate::Response;
+    type Error = crate::error::Rejection;
+    type Future = std::future::Ready<crate::layer::StepResult>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let would_deny = RequestContext::of(&req).snapshot().would_deny.map(|w| w.reason);
+        let reached = Reached { headers: req.headers().clone(), would_deny };
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(reached);
+        std::future::ready(Ok(http::Response::new(http_body_util::Either::Right(Full::new(Bytes::new())))))
+    }
+}
+
+/// Runs the request through the proxy's pipeline, ending in a [`Recorder`].
+async fn through_pipeline(
+    runtime: &Runtime,
+    method: &Method,
+    url: &Uri,
+    token: Option<&str>,
+    out: &mut String,
+) -> Verdict {
+    let mut req = Request::builder().method(method.clone()).uri(url.path_and_query().map_or("/", |p| p.as_str()));
+    if let Some(authority) = url.authority() {
+        req = req.header(http::header::HOST, authority.as_str());
+    }
+    if let Some(token) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let Ok(req) = req.body(Empty::<Bytes>::new()) else {
+        let _ = writeln!(out, "pipeline:  the request could not be built from --url and --token");
+        return Verdict::Deny;
+    };
+    let recorder = Recorder::default();
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let pipeline = runtime.pipeline_with(peer, recorder.clone(), runtime.replay.as_ref().map(|r| r.private()));
+    let Ok(response) = pipeline.oneshot(req).await;
+    match recorder.take() {
+        Some(Reached { headers, would_deny: None }) => {
+            let _ = writeln!(out, "pipeline:  forwarded to Kong");
+            print_headers(out, &headers, runtime);
+            Verdict::Allow
+        }
+        Some(Reached { headers, would_deny: Some(reason) }) => {
+            let _ = writeln!(out, "pipeline:  report mode: would_deny ({reason}), forwarded without identity headers");
+            print_headers(out, &headers, runtime);
+            Verdict::Deny
+        }
+        None => {
+            let status = response.status().as_u16();
+            let body = response.into_body();
+            let detail = match body {
+                http_body_util::Either::Right(full) => {
+                    let bytes = full.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                    serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| v["detail"].as_str().map(str::to_string))
+                }
+                http_body_util::Either::Left(_) => None,
+            };
+            let _ = writeln!(out, "pipeline:  refused: {} {}", status, detail.unwrap_or_default());
+            Verdict::Deny
+        }
+    }
 }
 
 async fn run(runtime: &Runtime, method: &Method, url: &Uri, token: Option<&str>, out: &mut String) -> Verdict {
@@ -48,14 +145,13 @@ async fn run(runtime: &Runtime, method: &Method, url: &Uri, token: Option<&str>,
     let _ = writeln!(out, "route:     \"{}\" (methods {methods}, mode {mode})", route.name);
     if route.anonymous {
         let _ = writeln!(out, "token:     not needed: anonymous route (no identity headers are sent)");
-        headers(out, &route.name, None, url);
         return Verdict::Allow;
     }
     let identity = match verify(runtime, token, out).await {
         Ok(identity) => identity,
         Err(e) => {
             let rejection = crate::error::Rejection::from(e);
-            return refuse(out, &route, &rejection.to_string(), rejection.status().as_u16(), url);
+            return refuse(out, &route, &rejection.to_string(), rejection.status().as_u16());
         }
     };
     let _ = writeln!(out, "policy:    allow rules are OR-ed; the conditions of a rule are AND-ed");
@@ -80,25 +176,19 @@ async fn run(runtime: &Runtime, method: &Method, url: &Uri, token: Option<&str>,
                         let _ =
                             writeln!(out, "replay:    one_time route: jti {jti:?} passes once (explain uses none up)");
                     }
-                    None => return refuse(out, &route, "token has no jti (one_time route)", 401, url),
+                    None => return refuse(out, &route, "token has no jti (one_time route)", 401),
                 }
-            }
-            headers(out, &route.name, Some(&identity), url);
-            if let Some(a) = &runtime.assertion {
-                let _ =
-                    writeln!(out, "  {}: Bearer <ES256 assertion, kid {}, ttl from [assertion]>", a.header(), a.kid());
             }
             Verdict::Allow
         }
-        Err(detail) => refuse(out, &route, &detail, 403, url),
+        Err(detail) => refuse(out, &route, &detail, 403),
     }
 }
 
-fn refuse(out: &mut String, route: &crate::routing::Route, why: &str, status: u16, url: &Uri) -> Verdict {
+fn refuse(out: &mut String, route: &crate::routing::Route, why: &str, status: u16) -> Verdict {
     if route.mode == RouteMode::Report {
         let _ = writeln!(out, "refusal:   {status} {why}");
         let _ = writeln!(out, "report:    report mode: audited as would_deny and forwarded without identity headers");
-        headers(out, &route.name, None, url);
     } else {
         let _ = writeln!(out, "refusal:   {status} {why}");
     }
@@ -238,16 +328,23 @@ fn rfc3339(t: f64) -> Option<String> {
     Some(text)
 }
 
-fn headers(out: &mut String, route: &str, identity: Option<&Identity>, url: &Uri) {
-    let _ = writeln!(out, "headers to Kong (after stripping Authorization and every client-sent X-Runway-*):");
-    let _ = writeln!(out, "  x-runway-route: {route}");
-    for (name, value) in identity.map(|i| i.headers.as_slice()).unwrap_or_default() {
-        let _ = writeln!(out, "  {name}: {}", String::from_utf8_lossy(value.as_bytes()));
-    }
-    let _ = writeln!(out, "  x-request-id: (the client's, or a new UUID)");
-    let _ = writeln!(out, "  x-forwarded-for: (the client's address)");
-    let _ = writeln!(out, "  x-forwarded-proto: https");
-    if let Some(host) = url.authority() {
-        let _ = writeln!(out, "  x-forwarded-host: {host}");
+/// The headers the recorder saw, as Kong would get them: the signed assertion is a credential for Kong, so it
+/// is shown by its kid, never by value.
+fn print_headers(out: &mut String, headers: &HeaderMap, runtime: &Runtime) {
+    let _ = writeln!(out, "headers to Kong (as the pipeline set them):");
+    let assertion = runtime.assertion.as_ref().map(|a| (a.header().clone(), a.kid()));
+    let mut names: Vec<&http::HeaderName> = headers.keys().collect();
+    names.sort_by_key(|n| n.as_str());
+    for name in names {
+        for value in headers.get_all(name) {
+            match &assertion {
+                Some((header, kid)) if header == name => {
+                    let _ = writeln!(out, "  {name}: Bearer <ES256 assertion, kid {kid}>");
+                }
+                _ => {
+                    let _ = writeln!(out, "  {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+                }
+            }
+        }
     }
 }

@@ -191,6 +191,24 @@ impl Runtime {
         B: Send + 'static,
         T: Inner<CappedBody<B>>,
     {
+        self.pipeline_with(peer, last, self.replay.clone())
+    }
+
+    /// [`Runtime::pipeline`] with another replay check (`runway explain` uses a private one).
+    pub fn pipeline_with<B, T>(
+        &self,
+        peer: SocketAddr,
+        last: T,
+        replay: Option<Arc<Replay>>,
+    ) -> impl tower::Service<Request<B>, Response = crate::Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+    + use<B, T>
+    where
+        B: Send + 'static,
+        T: Inner<CappedBody<B>>,
+    {
         let server = &self.config.server;
         ServiceBuilder::new()
             // Outermost, so every response (Runway's own included) carries the id.
@@ -221,7 +239,7 @@ impl Runtime {
             .layer(BodyLimitLayer::new(server.max_body_bytes, server.header_read_timeout))
             // 401/503 on one_time routes: after policy (only an allowed request uses its jti up) and after a
             // declared Content-Length over the cap (a 413 does not burn it either).
-            .layer(ReplayLayer::new(self.replay.clone()))
+            .layer(ReplayLayer::new(replay))
             // What Runway vouches for.
             .layer(IdentityHeadersLayer)
             // ...and signs, for Kong's jwt plugin: replaces the client's copy of the header.

@@ -69,6 +69,11 @@ fn allowed_request_prints_every_step_and_the_headers() {
         "environment = \"production\", expected \"production\": ok",
         "x-runway-subject: user-1",
         "x-runway-project: platform/tools/cli",
+        // From the proxy's own pipeline, run with a recording last step in place of Kong.
+        "pipeline:  forwarded to Kong",
+        "x-runway-route: deploy-production",
+        "x-forwarded-proto: https",
+        "x-forwarded-host: deploy.example.com",
         "decision:  allow",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
@@ -85,6 +90,7 @@ fn denied_request_names_the_failing_condition() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("environment = \"staging\", expected \"production\": FAILS"), "{text}");
     assert!(text.contains("refusal:   403"), "{text}");
+    assert!(text.contains("pipeline:  refused: 403 route \"deploy-production\": "), "{text}");
     assert!(text.contains("decision:  deny"));
     assert!(!text.contains("headers to Kong"), "nothing is forwarded on an enforced deny");
 }
@@ -176,4 +182,17 @@ fn a_one_time_route_needs_a_jti_and_the_assertion_is_shown() {
         assert!(text.contains("replay:    one_time route: jti \"j-1\" passes once"), "{text}");
         assert!(text.contains("  authorization: Bearer <ES256 assertion, kid "), "{text}");
     }
+
+    // With a shared (Redis) replay store, explain runs the pipeline over a private store of its own: it
+    // neither contacts Redis (nothing listens here, which would be a 503) nor uses the jti up.
+    let shared = format!(
+        "{}\n[replay]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n",
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}")),
+        support::free_port()
+    );
+    let shared_path = pki.write_file("one-time-redis.toml", shared.as_bytes());
+    let out = explain(&shared_path, "POST", "https://deploy.example.com/release", Some(&with));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("pipeline:  forwarded to Kong"), "{text}");
 }

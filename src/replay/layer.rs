@@ -37,6 +37,16 @@ impl Replay {
         Replay { store, leeway, metrics }
     }
 
+    /// The same check over a fresh in-memory store of its own: for `runway explain`, which must never use
+    /// up a jti in the store the proxy shares.
+    pub fn private(&self) -> Arc<Replay> {
+        Arc::new(Replay {
+            store: Arc::new(super::memory::MemoryStore::new(1024)),
+            leeway: self.leeway.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
     /// The store, to hand on to the config that replaces this one: used token ids must outlive a reload.
     pub fn store(&self) -> Arc<dyn ReplayStore> {
         self.store.clone()
