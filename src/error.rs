@@ -7,11 +7,7 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 
 use crate::ResponseBody;
-use crate::assertion::AssertionError;
-use crate::auth::{AuthError, Reason};
-use crate::forward::UpstreamError;
-use crate::replay::ReplayError;
-use crate::routing::RouteError;
+use crate::auth::AuthError;
 
 /// Why Runway answered instead of Kong.
 #[derive(Debug, thiserror::Error)]
@@ -83,60 +79,6 @@ pub enum Rejection {
     /// Kong or the whole request too slow.
     #[error("{0}")]
     GatewayTimeout(String),
-}
-
-impl From<RouteError> for Rejection {
-    fn from(e: RouteError) -> Self {
-        match e {
-            RouteError::BadPath(why) => Rejection::BadRequest(why.to_string()),
-            RouteError::NotFound => Rejection::NotFound,
-            RouteError::MethodNotAllowed { route, allow } => {
-                Rejection::MethodNotAllowed { route: route.name.clone(), allow }
-            }
-        }
-    }
-}
-
-impl From<AuthError> for Rejection {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::KeysUnavailable { .. } => Rejection::Unavailable(e.to_string()),
-            AuthError::StsUnavailable { .. } => Rejection::StsUnavailable(e),
-            other => Rejection::Unauthorized(other),
-        }
-    }
-}
-
-impl From<ReplayError> for Rejection {
-    fn from(e: ReplayError) -> Self {
-        match e {
-            ReplayError::MissingJti => {
-                Rejection::Unauthorized(AuthError::invalid(Reason::MissingJti, ReplayError::MissingJti.to_string()))
-            }
-            ReplayError::Replayed => {
-                Rejection::Unauthorized(AuthError::invalid(Reason::Replayed, ReplayError::Replayed.to_string()))
-            }
-            ReplayError::Store(store) => Rejection::ReplayUnavailable(store),
-        }
-    }
-}
-
-impl From<AssertionError> for Rejection {
-    fn from(e: AssertionError) -> Self {
-        Rejection::AssertionFailed(e)
-    }
-}
-
-impl From<UpstreamError> for Rejection {
-    fn from(e: UpstreamError) -> Self {
-        match e {
-            UpstreamError::Timeout => Rejection::GatewayTimeout("upstream did not answer in time".into()),
-            UpstreamError::BodyTooLarge { limit } => Rejection::PayloadTooLarge { limit },
-            UpstreamError::BodyStalled { idle } => Rejection::RequestTimeout { idle },
-            UpstreamError::Connect(_) => Rejection::BadGateway("could not connect to the upstream".into()),
-            UpstreamError::Request(_) => Rejection::BadGateway("the upstream exchange failed".into()),
-        }
-    }
 }
 
 impl Rejection {
@@ -245,6 +187,9 @@ fn quoted_string_safe(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assertion::AssertionError;
+    use crate::auth::Reason;
+    use crate::replay::ReplayError;
     use http_body_util::BodyExt;
 
     fn body(r: Response<ResponseBody>) -> serde_json::Value {

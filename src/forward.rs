@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::config::UpstreamConfig;
 use crate::context::RequestContext;
+use crate::error::Rejection;
 use crate::limit::StallTimer;
 use crate::limit::{BodyFault, BodyFaultKind};
 use crate::metrics::Metrics;
@@ -362,5 +363,17 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl From<UpstreamError> for Rejection {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Timeout => Rejection::GatewayTimeout("upstream did not answer in time".into()),
+            UpstreamError::BodyTooLarge { limit } => Rejection::PayloadTooLarge { limit },
+            UpstreamError::BodyStalled { idle } => Rejection::RequestTimeout { idle },
+            UpstreamError::Connect(_) => Rejection::BadGateway("could not connect to the upstream".into()),
+            UpstreamError::Request(_) => Rejection::BadGateway("the upstream exchange failed".into()),
+        }
     }
 }

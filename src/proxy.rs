@@ -22,11 +22,11 @@ use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
 use crate::overload::{Capacity, ShedLayer};
-use crate::policy::PolicyLayer;
-use crate::replay::ReplayLayer;
-use crate::replay::layer::Replay;
+use crate::policy::layer::PolicyLayer;
+use crate::replay::layer::{Replay, ReplayLayer};
 use crate::request_id::RequestIdLayer;
-use crate::routing::{RouteLayer, RouteTable};
+use crate::routing::RouteTable;
+use crate::routing::layer::RouteLayer;
 use crate::tls::{self, TlsError};
 
 /// What a config could not be turned into.

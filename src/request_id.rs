@@ -3,8 +3,6 @@
 
 use http::{HeaderName, HeaderValue, Request};
 
-use crate::layer::Answers;
-
 /// `X-Request-Id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest client id kept.
@@ -45,7 +43,9 @@ pub struct SetRequestId<S> {
 
 impl<S, B> tower::Service<Request<B>> for SetRequestId<S>
 where
-    S: Answers<B>,
+    // Spelled out rather than `layer::Answers`: the request id is read by the context, which the layer
+    // plumbing builds on.
+    S: tower::Service<Request<B>, Response = crate::Response, Error = std::convert::Infallible>,
 {
     type Response = crate::Response;
     type Error = std::convert::Infallible;

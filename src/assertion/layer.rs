@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::Request;
 
-use super::Assertions;
+use super::{AssertionError, Assertions};
 use crate::context::RequestContext;
 use crate::error::Rejection;
 use crate::layer::{Inner, Step};
@@ -69,5 +69,11 @@ where
             }
         }
         Step::next(self.inner.call(req))
+    }
+}
+
+impl From<AssertionError> for Rejection {
+    fn from(e: AssertionError) -> Self {
+        Rejection::AssertionFailed(e)
     }
 }

@@ -95,3 +95,13 @@ where
         })
     }
 }
+
+impl From<AuthError> for Rejection {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::KeysUnavailable { .. } => Rejection::Unavailable(e.to_string()),
+            AuthError::StsUnavailable { .. } => Rejection::StsUnavailable(e),
+            other => Rejection::Unauthorized(other),
+        }
+    }
+}

@@ -11,7 +11,7 @@ use http::Request;
 use serde_json::Value;
 
 use super::{ReplayError, ReplayKey, ReplayStore, Use, unix_ms};
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity, Reason};
 use crate::config::Config;
 use crate::context::{AuthDecision, RequestContext};
 use crate::error::Rejection;
@@ -155,6 +155,20 @@ where
             }
             inner.call(req).await
         }))
+    }
+}
+
+impl From<ReplayError> for Rejection {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::MissingJti => {
+                Rejection::Unauthorized(AuthError::invalid(Reason::MissingJti, ReplayError::MissingJti.to_string()))
+            }
+            ReplayError::Replayed => {
+                Rejection::Unauthorized(AuthError::invalid(Reason::Replayed, ReplayError::Replayed.to_string()))
+            }
+            ReplayError::Store(store) => Rejection::ReplayUnavailable(store),
+        }
     }
 }
 

@@ -15,8 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use layer::ReplayLayer;
-
 use crate::config::ReplayStoreConfig;
 
 /// Whether a key was seen before.
@@ -42,7 +40,7 @@ pub enum StoreError {
     UnexpectedReply,
 }
 
-/// Why a request on a `one_time` route is refused (mapped to HTTP in [`crate::error`]).
+/// Why a request on a `one_time` route is refused (mapped to HTTP by the replay step, `layer`).
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// The token carries no usable `jti`.

@@ -7,6 +7,8 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::config::{ClaimKey, RuleConfig};
 
+pub mod layer;
+
 /// A claim pattern: exact text, or a glob where `*` matches any run of characters.
 #[derive(Debug, Clone)]
 pub enum Pattern {
@@ -300,57 +302,5 @@ mod tests {
         assert!(policy.evaluate(&ok).is_ok());
         let wrong = identity("oidc", json!({"https://sts.amazonaws.com/": {"aws_account": "999"}, "job_id": 42}));
         assert!(policy.evaluate(&wrong).is_err());
-    }
-}
-
-/// Applies the route's allow rules to the verified identity: 403 on deny, or on a report-mode route a
-/// would-deny (the identity stays for the audit log; no identity header reaches Kong).
-#[derive(Clone, Default)]
-pub struct PolicyLayer;
-
-impl<S> tower::Layer<S> for PolicyLayer {
-    type Service = Authorize<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        Authorize { inner }
-    }
-}
-
-/// See [`PolicyLayer`].
-#[derive(Clone)]
-pub struct Authorize<S> {
-    inner: S,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
-where
-    S: crate::layer::Inner<B>,
-{
-    type Response = crate::Response;
-    type Error = crate::error::Rejection;
-    type Future = crate::layer::Step<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let context = crate::context::RequestContext::of(&req);
-        let verdict = match context.route_identity() {
-            (Some(route), Some(identity), _) => {
-                let issuer = identity.issuer.clone();
-                let result = route.policy.evaluate(&identity);
-                let (allowed, reason) = if result.is_ok() { (true, "none") } else { (false, "policy") };
-                context.set_decision(crate::context::AuthDecision { issuer, allowed, reason });
-                result.map_err(|detail| (route, detail))
-            }
-            _ => Ok(()),
-        };
-        if let Err((route, detail)) = verdict {
-            let rejection = crate::error::Rejection::Forbidden { route: route.name.clone(), detail };
-            if let Err(rejection) = context.refuse(&route, rejection) {
-                return crate::layer::Step::refuse(rejection);
-            }
-        }
-        crate::layer::Step::next(self.inner.call(req))
     }
 }

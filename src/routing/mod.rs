@@ -13,6 +13,8 @@ use percent_encoding::percent_decode_str;
 use crate::config::{RouteConfig, RouteMode};
 use crate::policy::Policy;
 
+pub mod layer;
+
 /// A route at run time.
 #[derive(Debug)]
 pub struct Route {
@@ -541,67 +543,6 @@ mod tests {
         for c in LOOKALIKES {
             let path = format!("/a{c}b");
             assert!(matches!(normalize_path(&path), Err(RouteError::BadPath(_))), "{path}");
-        }
-    }
-}
-
-/// Picks the route (404/405/400 before the token is looked at) and puts it in the request extensions.
-#[derive(Clone)]
-pub struct RouteLayer {
-    table: Arc<RouteTable>,
-}
-
-impl RouteLayer {
-    /// Over this table.
-    pub fn new(table: Arc<RouteTable>) -> Self {
-        RouteLayer { table }
-    }
-}
-
-impl<S> tower::Layer<S> for RouteLayer {
-    type Service = RouteService<S>;
-    fn layer(&self, inner: S) -> Self::Service {
-        RouteService { inner, table: self.table.clone() }
-    }
-}
-
-/// See [`RouteLayer`].
-#[derive(Clone)]
-pub struct RouteService<S> {
-    inner: S,
-    table: Arc<RouteTable>,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RouteService<S>
-where
-    S: crate::layer::Inner<B>,
-{
-    type Response = crate::Response;
-    type Error = crate::error::Rejection;
-    type Future = crate::layer::Step<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let host = req
-            .uri()
-            .host()
-            .map(str::to_string)
-            .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
-        match self.table.find(host.as_deref(), req.uri().path(), req.method()) {
-            Ok(route) => {
-                crate::context::RequestContext::of(&req).set_route(route);
-                crate::layer::Step::next(self.inner.call(req))
-            }
-            Err(e) => {
-                // A 405 still belongs to its route, in metrics and in the audit log.
-                if let RouteError::MethodNotAllowed { route, .. } = &e {
-                    crate::context::RequestContext::of(&req).set_route(route.clone());
-                }
-                crate::layer::Step::refuse(e.into())
-            }
         }
     }
 }
