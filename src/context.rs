@@ -134,3 +134,73 @@ impl RequestContext {
         self.with(|r| (r.route.clone(), r.identity.clone(), r.would_deny.is_some()))
     }
 }
+
+/// Pieces for the steps' unit tests: a route, an identity, a last step that records what reached it.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::{IssuerKind, RouteConfig, RuleConfig};
+
+    /// A route `r` on `/`, allowing issuer `gitlab` when `environment` is `production`.
+    pub fn route(mode: RouteMode) -> Arc<Route> {
+        let config = RouteConfig {
+            name: "r".into(),
+            host: None,
+            path_prefix: "/".into(),
+            methods: None,
+            anonymous: false,
+            mode,
+            one_time: false,
+            allow: vec![RuleConfig {
+                issuer: "gitlab".into(),
+                claims: vec![(crate::config::ClaimKey::Name("environment".into()), vec!["production".into()])],
+            }],
+        };
+        crate::routing::RouteTable::new(&[config])
+            .find(None, "/", &http::Method::GET)
+            .unwrap_or_else(|e| panic!("test route: {e}"))
+    }
+
+    /// A verified gitlab identity with these claims.
+    pub fn identity(claims: serde_json::Value) -> Arc<Identity> {
+        Arc::new(Identity {
+            issuer: "gitlab".into(),
+            kind: IssuerKind::Gitlab,
+            subject: "user-1".into(),
+            claims,
+            headers: vec![],
+            token_sha256: "0123456789abcdef".into(),
+        })
+    }
+
+    /// A request carrying a fresh context.
+    pub fn request() -> (Request<()>, RequestContext) {
+        let context = RequestContext::new(None);
+        let mut req = Request::new(());
+        req.extensions_mut().insert(context.clone());
+        (req, context)
+    }
+
+    /// A last step answering 200 and counting its calls.
+    pub fn last_step() -> (
+        impl tower::Service<
+            Request<()>,
+            Response = crate::Response,
+            Error = Rejection,
+            Future = std::future::Ready<crate::layer::StepResult>,
+        > + Clone,
+        Arc<AtomicUsize>,
+    ) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let service = tower::service_fn(move |_req: Request<()>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(http::Response::new(http_body_util::Either::Right(http_body_util::Full::new(
+                bytes::Bytes::new(),
+            )))))
+        });
+        (service, calls)
+    }
+}

@@ -184,3 +184,75 @@ pub fn request_host(parts: &Parts) -> Option<Authority> {
     let host = parts.headers.get(http::header::HOST)?.to_str().ok()?;
     host.parse::<Authority>().ok().filter(|a| a.as_str() == host)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::config::RouteMode;
+    use crate::context::testing::{last_step, request, route};
+
+    #[tokio::test]
+    async fn the_rescue_answers_every_refusal_with_what_was_decided() {
+        let (req, context) = request();
+        context.set_route(route(RouteMode::Enforce));
+        let refusing =
+            tower::service_fn(|_req: Request<()>| std::future::ready(Err::<crate::Response, _>(Rejection::NotFound)));
+        let Ok(response) = RescueLayer.layer(refusing).oneshot(req).await;
+        assert_eq!(response.status(), 404);
+        assert_eq!(response.extensions().get::<Refused>().map(|r| r.0), Some("no_route"));
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+
+    #[tokio::test]
+    async fn a_step_that_refuses_does_not_call_on() {
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let last = tower::service_fn(move |_req: Request<crate::limit::CappedBody<()>>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Ok::<crate::Response, Rejection>(http::Response::new(http_body_util::Either::Right(
+                http_body_util::Full::new(bytes::Bytes::new()),
+            ))))
+        });
+        let limit = crate::limit::BodyLimitLayer::new(Some(10), Duration::from_secs(1)).layer(last);
+        let (mut req, _) = request();
+        req.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("11"));
+        let rejection = limit.clone().oneshot(req).await.err();
+        assert_eq!(rejection.map(|r| r.status().as_u16()), Some(413));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let (mut req, _) = request();
+        req.headers_mut().insert(http::header::CONTENT_LENGTH, http::HeaderValue::from_static("10"));
+        assert!(limit.oneshot(req).await.is_ok());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_request_timeout_refuses_with_504() {
+        let (req, _) = request();
+        let slow = tower::service_fn(|_req: Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<crate::Response, Rejection>(http::Response::new(http_body_util::Either::Right(
+                http_body_util::Full::new(bytes::Bytes::new()),
+            )))
+        });
+        let result = crate::limit::RequestTimeoutLayer::new(Duration::from_millis(20)).layer(slow).oneshot(req).await;
+        assert_eq!(result.err().map(|r| r.status().as_u16()), Some(504));
+    }
+
+    #[tokio::test]
+    async fn shedding_refuses_above_the_bound_and_frees_the_slot_after_the_answer() {
+        let capacity = crate::overload::Capacity::new(1);
+        let (last, _) = last_step();
+        let shed = crate::overload::ShedLayer::new(capacity.clone()).layer(last);
+        let held = capacity.try_acquire();
+        let (req, _) = request();
+        assert_eq!(shed.clone().oneshot(req).await.err().map(|r| r.status().as_u16()), Some(503));
+        drop(held);
+        let (req, _) = request();
+        assert!(shed.clone().oneshot(req).await.is_ok());
+        assert!(capacity.try_acquire().is_some(), "the slot is free once the response head exists");
+    }
+}

@@ -55,3 +55,60 @@ where
         Step::next(self.inner.call(req))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use serde_json::json;
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::config::RouteMode;
+    use crate::context::testing::{identity, last_step, request, route};
+
+    #[tokio::test]
+    async fn allows_refuses_and_reports() {
+        for (mode, environment, outcome) in [
+            (RouteMode::Enforce, "production", "allow"),
+            (RouteMode::Enforce, "staging", "403"),
+            (RouteMode::Report, "staging", "would_deny"),
+        ] {
+            let (last, calls) = last_step();
+            let (req, context) = request();
+            context.set_route(route(mode));
+            context.set_identity(identity(json!({"environment": environment})));
+            let result = PolicyLayer.layer(last).oneshot(req).await;
+            let record = context.snapshot();
+            match outcome {
+                "allow" => {
+                    assert!(result.is_ok());
+                    assert!(record.decision.as_ref().is_some_and(|d| d.allowed && d.reason == "none"));
+                    assert_eq!(calls.load(Ordering::SeqCst), 1);
+                }
+                "403" => {
+                    let rejection = result.err().map(|r| (r.status().as_u16(), r.to_string()));
+                    assert!(rejection.as_ref().is_some_and(|(s, d)| *s == 403 && d.contains("environment")));
+                    assert!(record.decision.as_ref().is_some_and(|d| !d.allowed && d.reason == "policy"));
+                    assert_eq!(calls.load(Ordering::SeqCst), 0, "a refusal calls nothing further");
+                }
+                _ => {
+                    assert!(result.is_ok(), "report mode goes on");
+                    assert_eq!(record.would_deny.as_ref().map(|w| w.reason), Some("policy"));
+                    assert_eq!(calls.load(Ordering::SeqCst), 1);
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn without_identity_it_passes_on() {
+        // Anonymous routes and report-mode requests whose token failed reach policy with no identity.
+        let (last, calls) = last_step();
+        let (req, context) = request();
+        context.set_route(route(RouteMode::Enforce));
+        assert!(PolicyLayer.layer(last).oneshot(req).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(context.snapshot().decision.is_none());
+    }
+}
