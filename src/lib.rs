@@ -22,6 +22,7 @@ pub mod forward;
 pub mod headers;
 pub mod layer;
 pub mod limit;
+pub mod lint;
 pub mod metrics;
 pub mod observe;
 pub mod overload;

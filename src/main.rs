@@ -69,11 +69,38 @@ enum Command {
         #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
         config: PathBuf,
     },
+    /// Review the trust policy offline: rules that trust too much, with the key, the risk and the fix.
+    /// Exit 0 when no finding reaches --fail-on, 1 when one does, 2 on a config error.
+    Lint {
+        /// Config file (TOML or YAML).
+        #[arg(short = 'c', long = "config", env = "RUNWAY_CONFIG")]
+        config: PathBuf,
+        /// Output: text for people, json, or gitlab (a GitLab Code Quality report).
+        #[arg(long, value_enum, default_value = "text")]
+        format: LintFormat,
+        /// The least severity that makes the exit status 1.
+        #[arg(long, value_enum, default_value = "error")]
+        fail_on: FailOn,
+    },
     /// The identity assertion keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LintFormat {
+    Text,
+    Json,
+    Gitlab,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailOn {
+    Error,
+    Warning,
+    Info,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +123,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Keys { command: KeysCommand::Public { config } } => keys_public(&config),
+        Command::Lint { config, format, fail_on } => return lint(&config, format, fail_on),
         Command::Serve { config } => serve(&config),
         Command::Dev { dir } => dev(dir.unwrap_or_else(runway::dev::default_dir)),
         Command::Explain { config, method, url, token, token_file } => {
@@ -129,18 +157,57 @@ fn init_logging(level: &str, format: LogFormat) {
 
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = runway::config::load(path)?;
+    let lint = runway::lint::Counts::of(&runway::lint::lint(&config));
     let telemetry = runway::proxy::Telemetry { metrics: Arc::new(runway::metrics::Metrics::new()?), audit: None };
     let runtime = runway::proxy::Runtime::build(config, telemetry)?;
     let c = &runtime.config;
     println!(
-        "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}",
+        "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}; lint: {} error(s), {} warning(s) \
+         (details: runway lint -c {})",
         c.issuers.len(),
         c.routes.len(),
         c.server.listen,
         c.admin.listen,
-        c.upstream.url
+        c.upstream.url,
+        lint.errors,
+        lint.warnings,
+        path.display()
     );
     Ok(())
+}
+
+/// `runway lint`: loads the config as `check` does (offline, same loader), then prints the findings.
+fn lint(path: &std::path::Path, format: LintFormat, fail_on: FailOn) -> ExitCode {
+    let config = match runway::config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("runway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let findings = runway::lint::lint(&config);
+    // Only for line numbers in the gitlab format: an unreadable file (it was just loaded) means line 1.
+    let text = std::fs::read_to_string(path).ok();
+    let shown = path.display().to_string();
+    let source = runway::lint::report::Source { path: &shown, text: text.as_deref() };
+    let format = match format {
+        LintFormat::Text => runway::lint::report::Format::Text,
+        LintFormat::Json => runway::lint::report::Format::Json,
+        LintFormat::Gitlab => runway::lint::report::Format::Gitlab,
+    };
+    match runway::lint::report::render(&findings, format, source) {
+        Ok(out) => print!("{out}"),
+        Err(e) => {
+            eprintln!("runway: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let fail_on = match fail_on {
+        FailOn::Error => runway::lint::Severity::Error,
+        FailOn::Warning => runway::lint::Severity::Warning,
+        FailOn::Info => runway::lint::Severity::Info,
+    };
+    if runway::lint::fails(&findings, fail_on) { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 
 fn keys_public(path: &std::path::Path) -> anyhow::Result<()> {

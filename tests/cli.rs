@@ -171,7 +171,11 @@ fn check_accepts_a_valid_config() {
     let summary = stdout(&out);
     assert_eq!(
         summary,
-        "ok: 2 issuer(s), 1 route(s); listen 127.0.0.1:0, admin 127.0.0.1:0, upstream https://127.0.0.1:9/\n"
+        format!(
+            "ok: 2 issuer(s), 1 route(s); listen 127.0.0.1:0, admin 127.0.0.1:0, upstream https://127.0.0.1:9/; \
+             lint: 1 error(s), 2 warning(s) (details: runway lint -c {})\n",
+            path.display()
+        )
     );
 }
 

@@ -325,9 +325,9 @@ fn bad_configs() -> Vec<Case> {
         // Issuers.
         case(
             "unknown issuer kind",
-            good_with("kind = \"okta\"", "kind = \"github\""),
+            good_with("kind = \"okta\"", "kind = \"bitbucket\""),
             "issuers[1].kind",
-            "unknown kind \"github\"",
+            "unknown kind \"bitbucket\"",
         ),
         case(
             "algorithm none",

@@ -55,6 +55,13 @@ fn dev_demo_commands_work_as_printed() {
     assert_eq!(echo["headers"]["x-runway-project"], serde_json::json!(["platform/api"]), "{echo}");
     assert!(echo["client_certificate"].is_string(), "Kong stand-in saw Runway's client certificate: {echo}");
     assert!(dir.path().join("runway.toml").exists() && dir.path().join("ca.pem").exists());
+    // The demo's config is a trust policy worth copying: `runway lint` finds nothing at error level.
+    let lint = Command::new(env!("CARGO_BIN_EXE_runway"))
+        .args(["lint", "-c"])
+        .arg(dir.path().join("runway.toml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(lint.status.success(), "the demo config lints clean: {}", String::from_utf8_lossy(&lint.stdout));
 
     let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -33,6 +33,15 @@ const GITLAB_HEADERS: &[(&str, &str)] = &[
     ("x-runway-environment", "environment"),
     ("x-runway-user", "user_login"),
 ];
+/// GitHub Actions (contract section 3): the workflow file that ran (`job_workflow_ref`: for a reusable workflow
+/// that is the called file, which is what a deploy policy cares about), and who and what triggered it.
+const GITHUB_HEADERS: &[(&str, &str)] = &[
+    ("x-runway-repository", "repository"),
+    ("x-runway-workflow", "job_workflow_ref"),
+    ("x-runway-ref", "ref"),
+    ("x-runway-environment", "environment"),
+    ("x-runway-actor", "actor"),
+];
 const OKTA_HEADERS: &[(&str, &str)] =
     &[("x-runway-client-id", "cid"), ("x-runway-scopes", "scp"), ("x-runway-user", "uid")];
 const AWS_HEADERS: &[(&str, &str)] =
@@ -52,6 +61,7 @@ impl Identity {
         headers.push((HeaderName::from_static("x-runway-subject"), header_value("sub", &subject)?));
         let preset = match config.kind {
             IssuerKind::Gitlab => GITLAB_HEADERS,
+            IssuerKind::Github => GITHUB_HEADERS,
             IssuerKind::Okta => OKTA_HEADERS,
             IssuerKind::Oidc => &[],
             IssuerKind::Aws => AWS_HEADERS,

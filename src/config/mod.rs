@@ -187,11 +187,17 @@ pub struct AuditConfig {
     pub claims: Vec<String>,
 }
 
+/// The `iss` of GitHub Actions OIDC tokens on github.com: the default `issuer` of `kind = "github"` (GitHub
+/// Enterprise Server issues `https://HOSTNAME/_services/token` instead, so it stays overridable).
+pub const GITHUB_ACTIONS_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
 /// Which preset an issuer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IssuerKind {
     /// GitLab CI `id_tokens`.
     Gitlab,
+    /// GitHub Actions OIDC tokens (`permissions: id-token: write`).
+    Github,
     /// Okta access tokens.
     Okta,
     /// Any OIDC issuer.
@@ -205,9 +211,45 @@ impl IssuerKind {
     pub fn as_str(self) -> &'static str {
         match self {
             IssuerKind::Gitlab => "gitlab",
+            IssuerKind::Github => "github",
             IssuerKind::Okta => "okta",
             IssuerKind::Oidc => "oidc",
             IssuerKind::Aws => "aws",
+        }
+    }
+
+    /// The kind named in config (`kind = "..."`), if there is one by that name.
+    pub fn parse(name: &str) -> Option<IssuerKind> {
+        [IssuerKind::Gitlab, IssuerKind::Github, IssuerKind::Okta, IssuerKind::Oidc, IssuerKind::Aws]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+
+    /// Algorithms accepted when `algorithms` is left out (none for aws: STS checks its SigV4 tokens).
+    pub fn default_algorithms(self) -> &'static [Algorithm] {
+        match self {
+            IssuerKind::Gitlab | IssuerKind::Github | IssuerKind::Okta => &[Algorithm::RS256],
+            IssuerKind::Oidc => &[Algorithm::RS256, Algorithm::ES256],
+            IssuerKind::Aws => &[],
+        }
+    }
+
+    /// `max_token_lifetime` when it is left out: GitLab's tokens live as long as the job's timeout (the
+    /// usual 1h plus headroom), GitHub's, Okta's and most IdPs' at most an hour; aws is fixed by STS.
+    pub fn default_max_token_lifetime(self) -> Duration {
+        const HOUR: Duration = Duration::from_secs(3600);
+        match self {
+            IssuerKind::Gitlab => Duration::from_secs(2 * 3600),
+            IssuerKind::Github | IssuerKind::Okta | IssuerKind::Oidc => HOUR,
+            IssuerKind::Aws => AWS_TOKEN_LIFETIME,
+        }
+    }
+
+    /// `issuer` when it is left out: only GitHub Actions has one well-known issuer.
+    pub fn default_issuer(self) -> Option<&'static str> {
+        match self {
+            IssuerKind::Github => Some(GITHUB_ACTIONS_ISSUER),
+            IssuerKind::Gitlab | IssuerKind::Okta | IssuerKind::Oidc | IssuerKind::Aws => None,
         }
     }
 }

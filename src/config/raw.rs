@@ -110,7 +110,7 @@ pub struct RawAudit {
 pub struct RawIssuer {
     /// Name used by routes, headers, logs and metrics.
     pub name: String,
-    /// gitlab | okta | oidc | aws.
+    /// gitlab | github | okta | oidc | aws.
     pub kind: String,
     /// Exact `iss` value (JWT kinds).
     pub issuer: Option<String>,

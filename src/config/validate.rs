@@ -158,38 +158,21 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
     })
 }
 
-struct KindDefaults {
-    kind: IssuerKind,
-    algorithms: &'static [Algorithm],
-    max_lifetime: Duration,
-}
-
-fn kind_defaults(key: &str, kind: &str) -> Result<KindDefaults, ConfigError> {
-    let hour = Duration::from_secs(3600);
-    match kind {
-        "gitlab" => {
-            Ok(KindDefaults { kind: IssuerKind::Gitlab, algorithms: &[Algorithm::RS256], max_lifetime: 2 * hour })
-        }
-        "okta" => Ok(KindDefaults { kind: IssuerKind::Okta, algorithms: &[Algorithm::RS256], max_lifetime: hour }),
-        "oidc" => Ok(KindDefaults {
-            kind: IssuerKind::Oidc,
-            algorithms: &[Algorithm::RS256, Algorithm::ES256],
-            max_lifetime: hour,
-        }),
-        "aws" => Ok(KindDefaults { kind: IssuerKind::Aws, algorithms: &[], max_lifetime: AWS_TOKEN_LIFETIME }),
-        other => Err(ConfigError::invalid(
+fn issuer_kind(key: &str, kind: &str) -> Result<IssuerKind, ConfigError> {
+    IssuerKind::parse(kind).ok_or_else(|| {
+        ConfigError::invalid(
             format!("{key}.kind"),
-            format!("unknown kind \"{other}\" (expected gitlab, okta, oidc or aws)"),
-        )),
-    }
+            format!("unknown kind \"{kind}\" (expected gitlab, github, okta, oidc or aws)"),
+        )
+    })
 }
 
 fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigError> {
-    let defaults = kind_defaults(key, &r.kind)?;
+    let kind = issuer_kind(key, &r.kind)?;
     if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ConfigError::invalid(format!("{key}.name"), "use letters, digits, '-' and '_' only"));
     }
-    if defaults.kind == IssuerKind::Aws {
+    if kind == IssuerKind::Aws {
         return aws::issuer(key, r, base);
     }
     for field in ["regions", "sts_endpoint", "sts_ca", "accounts"] {
@@ -206,6 +189,7 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
     let issuer = r
         .issuer
         .filter(|s| !s.is_empty())
+        .or_else(|| kind.default_issuer().map(str::to_string))
         .ok_or_else(|| ConfigError::invalid(format!("{key}.issuer"), "required: the exact iss of the tokens"))?;
     if r.audiences.is_empty() || r.audiences.iter().any(String::is_empty) {
         return Err(ConfigError::invalid(
@@ -228,7 +212,7 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
         }
     };
     let algorithms = match r.algorithms {
-        None => defaults.algorithms.to_vec(),
+        None => kind.default_algorithms().to_vec(),
         Some(list) if list.is_empty() => {
             return Err(ConfigError::invalid(format!("{key}.algorithms"), "must list at least one algorithm"));
         }
@@ -245,7 +229,7 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
     let headers = issuer_headers(key, r.headers)?;
     Ok(IssuerConfig {
         name: r.name,
-        kind: defaults.kind,
+        kind,
         issuer,
         audiences: r.audiences,
         keys,
@@ -253,7 +237,7 @@ fn issuer(key: &str, r: RawIssuer, base: &Path) -> Result<IssuerConfig, ConfigEr
         max_token_lifetime: duration(
             &format!("{key}.max_token_lifetime"),
             &r.max_token_lifetime,
-            defaults.max_lifetime,
+            kind.default_max_token_lifetime(),
         )?,
         leeway: duration_or_zero(&format!("{key}.leeway"), &r.leeway, DEFAULT_LEEWAY)?,
         refresh_interval,

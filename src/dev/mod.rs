@@ -131,7 +131,7 @@ path_prefix = "/deploy/production"
 methods = ["POST", "PUT"]
 [[routes.allow]]
 issuer = "gitlab"
-claims = {{ project_path = ["platform/api", "platform/tools/*"], ref_protected = "true", environment = "production" }}
+claims = {{ project_path = ["platform/api", "platform/tools/*"], ref_protected = "true", environment = "production", environment_protected = "true" }}
 
 [[routes]]
 name = "status"
@@ -152,7 +152,9 @@ fn job_claims(issuer: &str, environment: &str, iat: i64, exp: i64) -> Value {
         "iss": issuer, "aud": AUDIENCE, "iat": iat, "nbf": iat, "exp": exp,
         "sub": "project_path:platform/api:ref_type:branch:ref:main",
         "project_path": "platform/api", "namespace_path": "platform", "ref": "main", "ref_type": "branch",
-        "ref_protected": "true", "environment": environment, "job_id": "4242", "pipeline_id": "1717",
+        "ref_protected": "true", "environment": environment,
+        // GitLab says whether the job's environment is protected; in the demo only production is.
+        "environment_protected": (environment == "production").to_string(), "job_id": "4242", "pipeline_id": "1717",
         "user_login": "alice",
     })
 }
