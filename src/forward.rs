@@ -18,7 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UpstreamProtocol};
 use crate::context::RequestContext;
 use crate::error::Rejection;
 use crate::limit::StallTimer;
@@ -139,18 +139,27 @@ where
         let tls = tls::upstream_client_config(config)?;
         let server_name = rustls_pki_types::ServerName::try_from(config.server_name.clone())
             .map_err(|e| TlsError::Rejected { key: "upstream.server_name", message: e.to_string() })?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_only()
-            .with_server_name_resolver(FixedServerNameResolver::new(server_name))
-            .enable_all_versions()
-            .wrap_connector(UpstreamConnector { host: config.host.as_str().into(), port: config.port });
+            .with_server_name_resolver(FixedServerNameResolver::new(server_name));
+        // ALPN offers what the setting allows: both (h2 preferred), or exactly one. An upstream that cannot
+        // speak the one offered fails the exchange (502) instead of silently speaking another version.
+        let dial = UpstreamConnector { host: config.host.as_str().into(), port: config.port };
+        let connector = match config.protocol {
+            UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(dial),
+            UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(dial),
+            UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(dial),
+        };
         let connector = TimeoutConnector { inner: connector, timeout: config.connect_timeout };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+        let mut client = Client::builder(TokioExecutor::new());
+        client.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        // HTTP/1.1 connections are pooled and kept alive between requests (one per request in flight);
+        // h2 multiplexes requests on one.
+        if config.protocol == UpstreamProtocol::Http2 {
+            client.http2_only(true);
+        }
+        let client = client.build(connector);
         let authority = config
             .url
             .authority()

@@ -364,3 +364,66 @@ async fn http1_only_upstream_is_served_over_http1() {
     assert_eq!(echo["headers"]["x-runway-subject"], json!(["user-1"]));
     assert_eq!(echo["client_cert_cn"], "runway-client");
 }
+
+#[tokio::test]
+async fn upstream_protocol_chooses_what_is_spoken_to_kong() {
+    let pki = Pki::generate();
+    let key = SigningKey::rsa("k1");
+    let idp = TestIdp::start(jwks(&[&key])).await;
+    let both = EchoUpstream::start(&pki).await;
+    let mut h1_only = (*pki.upstream_server_config()).clone();
+    h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let h1_only = EchoUpstream::start_with_config(std::sync::Arc::new(h1_only)).await;
+    let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
+    let client = TestClient::new(&pki);
+    for (upstream, protocol, expected) in [
+        (&both, "auto", Some("HTTP/2.0")),
+        (&both, "http1", Some("HTTP/1.1")),
+        (&both, "http2", Some("HTTP/2.0")),
+        (&h1_only, "auto", Some("HTTP/1.1")),
+        (&h1_only, "http2", None),
+    ] {
+        let config = format!(
+            "{}{}{}",
+            base_config(&pki, &upstream.url())
+                .replace("[upstream]\n", &format!("[upstream]\nprotocol = \"{protocol}\"\n")),
+            issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+            open_route("all", "/", "gitlab")
+        );
+        let runway = Runway::start(&pki, &config).await;
+        runway.wait_ready().await;
+        let connections = upstream.connections();
+        for _ in 0..3 {
+            let res = client.get(&runway.url("/x"), Some(&token)).await;
+            match expected {
+                Some(version) => {
+                    assert_eq!(res.status, 200, "{protocol}: {}", res.text());
+                    assert_eq!(res.json()["version"], version, "protocol = {protocol}");
+                }
+                None => assert_eq!(res.status, 502, "an upstream that cannot speak h2: {}", res.text()),
+            }
+        }
+        if expected.is_some() {
+            assert_eq!(
+                upstream.connections(),
+                connections + 1,
+                "{protocol}: one kept-alive connection serves all three"
+            );
+        }
+        runway.stop().await;
+    }
+    let (_dir, bad) = {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let config = format!(
+            "{}{}{}",
+            base_config(&pki, &both.url()).replace("[upstream]\n", "[upstream]\nprotocol = \"h3\"\n"),
+            issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
+            open_route("all", "/", "gitlab")
+        );
+        let path = dir.path().join("runway.toml");
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("{e}"));
+        let err = ::runway::config::load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        (dir, err)
+    };
+    assert!(bad.contains("upstream.protocol") && bad.contains("\"h3\""), "{bad}");
+}

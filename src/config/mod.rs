@@ -172,6 +172,8 @@ pub struct UpstreamConfig {
     pub server_name: String,
     /// Forward the client's Host header.
     pub preserve_host: bool,
+    /// The HTTP version spoken to Kong.
+    pub protocol: UpstreamProtocol,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
     /// Time to Kong's response head.
@@ -357,6 +359,18 @@ impl ClaimKey {
             ClaimKey::Name(s) | ClaimKey::Pointer(s) => s,
         }
     }
+}
+
+/// The HTTP version spoken to Kong (`upstream.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// ALPN decides, h2 preferred.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only, over a pool of keep-alive connections.
+    Http1,
+    /// h2 only: an upstream that cannot speak it gets a 502.
+    Http2,
 }
 
 /// Enforce or only report a route's decision.

@@ -88,6 +88,8 @@ pub struct RawUpstream {
     pub server_name: Option<String>,
     /// Forward the client's Host header.
     pub preserve_host: Option<bool>,
+    /// `auto`, `http1` or `http2`.
+    pub protocol: Option<String>,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Option<String>,
     /// Time to Kong's response head.

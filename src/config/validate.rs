@@ -153,6 +153,17 @@ fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> 
         client_identity,
         server_name,
         preserve_host: u.preserve_host.unwrap_or(true),
+        protocol: match u.protocol.as_deref() {
+            None | Some("auto") => UpstreamProtocol::Auto,
+            Some("http1") => UpstreamProtocol::Http1,
+            Some("http2") => UpstreamProtocol::Http2,
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    "upstream.protocol",
+                    format!("unknown protocol \"{other}\" (expected auto, http1 or http2)"),
+                ));
+            }
+        },
         connect_timeout: duration("upstream.connect_timeout", &u.connect_timeout, DEFAULT_CONNECT_TIMEOUT)?,
         timeout: duration("upstream.timeout", &u.timeout, DEFAULT_UPSTREAM_TIMEOUT)?,
     })
