@@ -4,7 +4,7 @@
 
 #![allow(clippy::expect_used, reason = "a bench with a broken setup should stop at once, loudly")]
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/it/support/mod.rs"]
 mod support;
 
 use std::sync::Arc;

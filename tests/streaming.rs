@@ -1,6 +1,7 @@
-//! Large bodies stream through Runway both ways with flat memory. Its own test binary, so the process's
-//! peak RSS reflects this test alone.
+//! Large bodies stream through Runway both ways with flat memory. Its own test binary (not in `it/`), so
+//! the process's peak RSS reflects this test alone.
 
+#[path = "it/support/mod.rs"]
 mod support;
 
 use serde_json::json;

@@ -6,19 +6,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
-use support::*;
 
 const CAP: u64 = 16 * 1024;
 const SIZES: [usize; 3] = [64 * 1024, 1024 * 1024, 8 * 1024 * 1024];
@@ -242,7 +240,7 @@ fn upload(
     token: Option<&str>,
     size: usize,
     content_length: bool,
-) -> Request<support::client::Body> {
+) -> Request<crate::support::client::Body> {
     let chunk = Bytes::from(vec![b'h'; 64 * 1024]);
     let frames = (0..size.div_ceil(chunk.len())).map(move |i| {
         let len = (size - i * chunk.len()).min(chunk.len());
@@ -387,7 +385,7 @@ async fn connection_tokens_cannot_remove_what_runway_adds() {
     assert_eq!(audit["decision"], "allow");
 }
 
-fn body_with_trailers(trailers: &[(&str, &str)]) -> support::client::Body {
+fn body_with_trailers(trailers: &[(&str, &str)]) -> crate::support::client::Body {
     let mut map = HeaderMap::new();
     for (name, value) in trailers {
         map.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());

@@ -1,12 +1,10 @@
 //! `runway explain`: the route, each verification step, each rule and condition with the actual claim value,
 //! the headers Kong would get; exit 0 allow, 1 deny (404/405 included), 2 usage or config error.
 
-mod support;
-
 use std::process::{Command, Output};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 const ISS: &str = "https://gitlab.example.com";
@@ -188,7 +186,7 @@ fn a_one_time_route_needs_a_jti_and_the_assertion_is_shown() {
     let shared = format!(
         "{}\n[replay]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n",
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}")),
-        support::free_port()
+        crate::support::free_port()
     );
     let shared_path = pki.write_file("one-time-redis.toml", shared.as_bytes());
     let out = explain(&shared_path, "POST", "https://deploy.example.com/release", Some(&with));

@@ -4,11 +4,10 @@
 //! and the plugin's rules are applied by hand (credential found by `iss` = "runway", algorithm equal to
 //! the credential's ES256, `exp` checked, `maximum_expiration`).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::*;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{self, ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
@@ -17,7 +16,6 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 /// Kong: `config.maximum_expiration` of the jwt plugin in deploy/kong/kong.yml.

@@ -5,14 +5,12 @@
 //! Who answers: hyper refuses what it cannot parse with a bare 400/431 and closes, before the pipeline (so
 //! no audit event and no metric); Runway's own refusals are problem+json, audited and counted.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::json;
-use support::*;
 
 const AUD: &str = "hostile";
 

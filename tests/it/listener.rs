@@ -1,14 +1,12 @@
 //! The TLS listener's own limits: TLS versions and ALPN, idle keep-alive connections closed,
 //! `max_connections` enforced at accept, slow request heads cut off.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use rustls_pki_types::ServerName;
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -4,16 +4,14 @@
 //! check`'s summary line, and the shipped example configs (`config/example.toml`, every Runway config under
 //! `deploy/`) clean at `error`.
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::support::Pki;
 use runway::config::Config;
 use runway::lint::{Finding, RULES, Severity};
 use serde_json::Value;
-use support::Pki;
 use yaml_rust2::YamlLoader;
 
 /// `[server]` and `[upstream]`: never read by `config::load` (only `check` opens the files).
@@ -828,7 +826,7 @@ fn check_summary_counts_lint_errors_and_warnings() {
     let pki = Pki::generate();
     let body = format!(
         "{}{GITLAB}leeway = \"10m\"\n{}",
-        support::base_config(&pki, "https://127.0.0.1:9"),
+        crate::support::base_config(&pki, "https://127.0.0.1:9"),
         route(READ_ONLY, &gitlab_rule("ref_protected = \"true\""))
     );
     let path = pki.write_file("runway.toml", body.as_bytes());

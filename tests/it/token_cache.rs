@@ -1,12 +1,10 @@
 //! The verified-token cache: repeats skip the signature check, but never outlive the token, never survive
 //! the withdrawal of the key that verified them, and can be switched off.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 const AUD: &str = "cache";
 

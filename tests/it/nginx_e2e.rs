@@ -4,19 +4,17 @@
 //! nginx comes from the distribution (`.ci/run` installs Debian's `nginx`). Without it the tests print a skip note
 //! and pass, unless the `CI` environment variable is set: then a missing nginx is a failure.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::pki::{CLIENT_CN, ROGUE_CLIENT_CN};
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::pki::{CLIENT_CN, ROGUE_CLIENT_CN};
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 

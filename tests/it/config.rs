@@ -1207,7 +1207,9 @@ fn load_with_env(text: &str, vars: &[(&str, &str)]) -> String {
     std::fs::write(&config, text).unwrap_or_else(|e| panic!("writing config: {e}"));
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("current_exe: {e}"));
     let mut cmd = Command::new(exe);
-    cmd.args(["env_child", "--exact", "--test-threads=1", "--quiet"]).env(CHILD_CONFIG, &config).env(CHILD_OUT, &out);
+    cmd.args(["config::env_child", "--exact", "--test-threads=1", "--quiet"])
+        .env(CHILD_CONFIG, &config)
+        .env(CHILD_OUT, &out);
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().to_ascii_uppercase().starts_with("RUNWAY__") {
             cmd.env_remove(name);

@@ -1,16 +1,14 @@
 //! Metrics and the audit trail: exact series after a known mix of traffic, every audit field, the raw
 //! token absent from every output, and no audit event lost at SIGTERM.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::metrics::value;
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::metrics::value;
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 

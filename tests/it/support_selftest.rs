@@ -1,11 +1,13 @@
 //! Self-tests for `tests/support`: prove the PKI, upstream, IdP, client and token minting
 //! work before Runway's own integration tests rely on them.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::pki::CLIENT_CN;
+use crate::support::{
+    EchoUpstream, Pki, SigningKey, TestClient, TestIdp, hs256, jwks, now, streaming_body_sha256, unsigned,
+};
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use base64::Engine;
 use bytes::Bytes;
@@ -16,8 +18,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use support::pki::CLIENT_CN;
-use support::{EchoUpstream, Pki, SigningKey, TestClient, TestIdp, hs256, jwks, now, streaming_body_sha256, unsigned};
 
 type MtlsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -379,11 +379,11 @@ fn pki_files_and_mismatched_pair() {
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "not PKCS#8: {key}");
 
     let (cert, key) = pki.mismatched_key_pair();
-    let result = rustls::ServerConfig::builder_with_provider(support::pki::provider())
+    let result = rustls::ServerConfig::builder_with_provider(crate::support::pki::provider())
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|e| panic!("{e}"))
         .with_no_client_auth()
-        .with_single_cert(support::pki::load_certs(&cert), support::pki::load_key(&key));
+        .with_single_cert(crate::support::pki::load_certs(&cert), crate::support::pki::load_key(&key));
     assert!(result.is_err(), "mismatched pair was accepted");
 
     let written = pki.write_file("x.json", b"{}");

@@ -3,15 +3,13 @@
 //! `config/example.toml`, and `serve` starting, answering `/healthz`, logging JSON to stderr and stopping
 //! with status 0 on SIGTERM.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 /// A `runway` command with a clean environment: no inherited `RUNWAY_CONFIG` or `RUNWAY__…` overrides.
 fn runway() -> Command {

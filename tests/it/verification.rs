@@ -2,13 +2,11 @@
 //! the 403 policy refusal. Each refusal is checked for its exact `WWW-Authenticate`, its problem+json body,
 //! that nothing reached the upstream, and that the token is not echoed back.
 
-mod support;
-
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::*;
 
 const GITLAB_AUD: &str = "https://deploy.example.com";
 const OKTA_ISS: &str = "https://example.okta.com/oauth2/default";
@@ -276,7 +274,7 @@ async fn unsigned_and_hmac_confusion_tokens_are_refused() {
     fx.refused("/gitlab/x", &token, "algorithm HS256 is not allowed").await;
     let token = hs256(&fx.gitlab.public_key_der(), &json!({"alg": "HS256", "typ": "JWT"}), &claims);
     fx.refused("/gitlab/x", &token, "algorithm HS256 is not allowed").await;
-    let oidc_claims = support::claims(OIDC_ISS, OIDC_AUD, json!({}));
+    let oidc_claims = crate::support::claims(OIDC_ISS, OIDC_AUD, json!({}));
     let token =
         hs256(fx.oidc_rsa.rsa_public_pem().as_bytes(), &json!({"alg": "HS256", "kid": "oidc-rsa"}), &oidc_claims);
     fx.refused("/oidc/x", &token, "algorithm HS256 is not allowed").await;

@@ -3,14 +3,14 @@
 //! signature for real and counts its calls. Every refusal that needs no network must leave the STS
 //! untouched (no SSRF through Runway).
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::support::sts::{
+    FakeSts, Mint, ROLE_SESSION, UNKNOWN, USER, aws_issuer_block, presign, token_for_url, url_of,
+};
+use crate::support::*;
 use serde_json::{Value, json};
-use support::sts::{FakeSts, Mint, ROLE_SESSION, UNKNOWN, USER, aws_issuer_block, presign, token_for_url, url_of};
-use support::*;
 
 const AUD: &str = "runway-test";
 const ROLE_ARN: &str = "arn:aws:iam::111122223333:role/ci-deploy";
@@ -48,7 +48,7 @@ impl Fx {
         self.sts.as_ref().unwrap_or_else(|| panic!("the fake STS was stopped"))
     }
 
-    fn mint(&self, credential: support::sts::FakeCredential) -> Mint {
+    fn mint(&self, credential: crate::support::sts::FakeCredential) -> Mint {
         Mint::cli(&self.sts().endpoint(), credential, AUD)
     }
 

@@ -1,14 +1,12 @@
 //! End-to-end behaviour of the proxy over real loopback TLS: what reaches Kong, what the client sees.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::json;
-use support::*;
 
 /// A fixture: PKI, an IdP with one RSA key, the mTLS echo upstream, and Runway with a gitlab issuer.
 struct Fx {

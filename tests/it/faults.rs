@@ -3,14 +3,12 @@
 //! or restarts under a pooled connection. Each fault must give the documented status (contract §4, §6), a
 //! log line naming it, and no trace once the fault is gone.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 /// Every fetch Runway makes to an IdP is bounded by this.

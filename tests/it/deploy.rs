@@ -5,13 +5,11 @@
 //!
 //! The YAML is parsed with the `config` crate's YAML format (already a dependency), so no YAML crate is added.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 

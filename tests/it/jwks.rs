@@ -1,13 +1,11 @@
 //! Key lifecycle against the fake IdP: discovery, static keys, rotation, removal, the unknown-kid refetch
 //! limits, IdP outages, `Cache-Control: max-age`, and readiness.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use futures_util::future::join_all;
 use serde_json::json;
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 const UNKNOWN_KEY: &str = "token is signed with a key this issuer does not publish";

@@ -2,12 +2,10 @@
 //! replica and in a real Redis (`redis-server` on a loopback port) shared by several; only an allowed
 //! request uses a jti up; Redis down means 503 on one_time routes only, and recovery when it returns.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 

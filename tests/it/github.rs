@@ -4,16 +4,14 @@
 //! defaults, applies the route's policy, and Kong's stand-in echoes the identity headers it received.
 //! The fake issuer has its own URL, so the config sets `issuer` explicitly, as GitHub Enterprise Server does.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use ::runway::config::{GITHUB_ACTIONS_ISSUER, IssuerKind};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 

@@ -3,15 +3,13 @@
 //! ids across, pick up renewed certificates from disk without a signal; requests above the in-flight bound are
 //! shed with 503; SIGTERM lets a slow request finish.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::pki::Usage;
+use crate::support::*;
 use serde_json::json;
-use support::pki::Usage;
-use support::*;
 
 const AUD: &str = "https://deploy.example.com";
 
