@@ -1,25 +1,27 @@
 //! The audit trail (contract section 7): one JSON line per request, written before the response completes,
-//! by a dedicated thread with group commit: the thread sleeps until an event arrives, then encodes and
-//! writes everything queued by then in one `write`, and releases every request waiting on that batch. Under
-//! load a batch holds many events, so the cost of a write is shared, and encoding happens off the request
-//! path. The queue is bounded: when it is full the request waits for room (counted) rather than lose an
-//! event. A failed write (full disk) is counted and logged, and its requests go on. The file is reopened on
-//! SIGHUP (logrotate) and everything queued is written on shutdown.
+//! with group commit done by the requests themselves. A request encodes its event into the shared batch; if
+//! no write is under way it becomes the writer: it writes the batch in one `write` and then, while more
+//! events arrived during that write, writes those too, releasing each batch's requests as it lands. A request
+//! that finds a write under way waits for the batch holding its event. Under load one `write` carries many
+//! events; alone, a request pays one `write` and no thread hop (a dedicated writer thread cost two context
+//! switches per request). A failed write (full disk) is counted and logged once per run of failures, and its
+//! requests go on. The file is reopened on SIGHUP (logrotate). Writes go to the page cache, not to the disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
-/// Events held in memory at most before requests wait.
-pub const QUEUE_CAPACITY: usize = 4096;
+/// Bytes of encoded events beyond which a request waits for the writer before adding its own (a stuck disk
+/// must not grow memory without bound): counted in `audit_queue_waits_total`.
+pub const MAX_PENDING_BYTES: usize = 4 << 20;
 
 /// One audit event.
 #[derive(Debug, Serialize)]
@@ -59,18 +61,10 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-enum Message {
-    /// An event, and the request waiting until it is written.
-    Event(Box<Event>, oneshot::Sender<()>),
-    Reopen,
-    Stop(oneshot::Sender<()>),
-}
-
-/// Where events go, and how to stop it.
+/// Where events go.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Message>,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
 }
 
 /// Why the audit log could not start.
@@ -83,23 +77,47 @@ pub struct AuditError {
     pub message: String,
 }
 
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Taken only by the one writer of the moment (or a reopen), never while `pending` is held.
+    sink: Mutex<Sink>,
+    written: Notify,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Encoded events not yet handed to a writer.
+    batch: Vec<u8>,
+    events: u64,
+    /// Events ever added, and ever written (or failed): a request waits until `done` passes its number.
+    added: u64,
+    done: u64,
+    writing: bool,
+    failing: bool,
+}
+
 enum Sink {
-    Stdout(std::io::Stdout),
+    Stdout,
     File { path: PathBuf, file: File },
 }
 
 impl Sink {
     fn open(path: Option<&Path>) -> Result<Sink, AuditError> {
         match path {
-            None => Ok(Sink::Stdout(std::io::stdout())),
+            None => Ok(Sink::Stdout),
             Some(p) => Ok(Sink::File { path: p.to_path_buf(), file: open_append(p)? }),
         }
     }
 
-    fn writer(&mut self) -> &mut dyn Write {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            Sink::Stdout(s) => s,
-            Sink::File { file, .. } => file,
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File { file, .. } => file.write_all(bytes),
         }
     }
 }
@@ -113,153 +131,127 @@ fn open_append(path: &Path) -> Result<File, AuditError> {
 }
 
 impl AuditLog {
-    /// Opens the sink (stdout when `path` is `None`) and starts the writer thread.
+    /// Opens the sink (stdout when `path` is `None`).
     pub fn start(path: Option<&Path>, metrics: Arc<Metrics>) -> Result<AuditLog, AuditError> {
         let sink = Sink::open(path)?;
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let writer_metrics = metrics.clone();
-        std::thread::Builder::new()
-            .name("runway-audit".into())
-            .spawn(move || write_loop(sink, rx, &writer_metrics))
-            .map_err(|e| AuditError { path: "audit writer".into(), message: e.to_string() })?;
-        Ok(AuditLog { tx, metrics })
+        let shared = Shared { pending: Mutex::default(), sink: Mutex::new(sink), written: Notify::new(), metrics };
+        Ok(AuditLog { shared: Arc::new(shared) })
     }
 
-    /// Hands an event to the writer and waits until the batch holding it has been written (or its write
-    /// failed, which is counted and logged). Waits for room first when the queue is full.
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.shared.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds the event and returns once the batch holding it has been written (or its write failed, which
+    /// is counted and logged).
     pub async fn record(&self, event: Event) {
-        let (written, wait) = oneshot::channel();
-        match self.tx.try_send(Message::Event(Box::new(event), written)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(msg)) => {
-                self.metrics.audit_queue_waits.inc();
-                if self.tx.send(msg).await.is_err() {
-                    return self.lost();
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => return self.lost(),
+        let backlog = {
+            let pending = self.pending();
+            (pending.batch.len() >= MAX_PENDING_BYTES).then_some(pending.added)
+        };
+        if let Some(added) = backlog {
+            self.shared.metrics.audit_queue_waits.inc();
+            self.wait_until(added).await;
         }
-        if wait.await.is_err() {
-            self.lost();
+        let mine = {
+            let mut pending = self.pending();
+            let mark = pending.batch.len();
+            if let Err(e) = serde_json::to_writer(&mut pending.batch, &event) {
+                pending.batch.truncate(mark);
+                drop(pending);
+                self.shared.metrics.audit_write_errors.inc();
+                tracing::error!(error = %e, "audit event could not be encoded");
+                return;
+            }
+            pending.batch.push(b'\n');
+            pending.events += 1;
+            pending.added += 1;
+            pending.added
+        };
+        self.wait_until(mine).await;
+    }
+
+    /// Returns once event `number` has been written. Whoever finds no write under way writes everything
+    /// pending (one batch), then lets the next one lead: no request writes for others for long.
+    async fn wait_until(&self, number: u64) {
+        loop {
+            let written = self.shared.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            let batch = {
+                let mut pending = self.pending();
+                if pending.done >= number {
+                    return;
+                }
+                match pending.writing {
+                    true => None,
+                    false => {
+                        pending.writing = true;
+                        let events = std::mem::take(&mut pending.events);
+                        Some((std::mem::take(&mut pending.batch), events, pending.added))
+                    }
+                }
+            };
+            match batch {
+                Some((batch, events, upto)) => self.write_batch(&batch, events, upto),
+                None => written.await,
+            }
         }
     }
 
-    fn lost(&self) {
-        self.metrics.audit_write_errors.inc();
-        tracing::error!("audit writer has stopped: event not written");
+    fn write_batch(&self, batch: &[u8], events: u64, upto: u64) {
+        let result = self.shared.sink.lock().unwrap_or_else(PoisonError::into_inner).write(batch);
+        self.report(result, events);
+        {
+            let mut pending = self.pending();
+            pending.done = upto;
+            pending.writing = false;
+        }
+        self.shared.written.notify_waiters();
+    }
+
+    fn report(&self, result: std::io::Result<()>, events: u64) {
+        let metrics = &self.shared.metrics;
+        let mut pending = self.pending();
+        match result {
+            Ok(()) => {
+                metrics.audit_events.inc_by(events);
+                if pending.failing {
+                    tracing::info!("audit writes succeed again");
+                }
+                pending.failing = false;
+            }
+            Err(e) => {
+                metrics.audit_write_errors.inc();
+                // Log the first failure of a run, not every batch of a full disk.
+                if !pending.failing {
+                    tracing::error!(error = %e, "audit write failed");
+                }
+                pending.failing = true;
+            }
+        }
     }
 
     /// Reopens the file (after logrotate moved it).
     pub async fn reopen(&self) {
-        let _ = self.tx.send(Message::Reopen).await;
+        let mut sink = self.shared.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Sink::File { path, file } = &mut *sink {
+            match open_append(path) {
+                Ok(f) => {
+                    *file = f;
+                    tracing::info!(path = %path.display(), "audit file reopened");
+                }
+                Err(e) => {
+                    self.shared.metrics.audit_write_errors.inc();
+                    tracing::error!(error = %e, "audit reopen failed");
+                }
+            }
+        }
     }
 
-    /// Writes and flushes everything queued so far, then stops the writer.
+    /// Every event is written before its request's response completes: nothing is left to flush at exit.
     pub async fn shutdown(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.tx.send(Message::Stop(done)).await.is_ok() {
-            let _ = wait.await;
-        }
-    }
-}
-
-/// Reports write failures once per run of failures, and the recovery.
-struct Health<'a> {
-    metrics: &'a Metrics,
-    failing: bool,
-}
-
-impl Health<'_> {
-    fn report(&mut self, result: std::io::Result<()>, what: &str) -> bool {
-        match result {
-            Ok(()) => {
-                if self.failing {
-                    tracing::info!("audit writes succeed again");
-                }
-                self.failing = false;
-                true
-            }
-            Err(e) => {
-                self.metrics.audit_write_errors.inc();
-                // Log the first failure of a run, not every batch of a full disk.
-                if !self.failing {
-                    tracing::error!(error = %e, "audit {what} failed");
-                }
-                self.failing = true;
-                false
-            }
-        }
-    }
-}
-
-fn write_loop(mut sink: Sink, mut rx: mpsc::Receiver<Message>, metrics: &Metrics) {
-    let mut health = Health { metrics, failing: false };
-    let mut batch: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut waiting: Vec<oneshot::Sender<()>> = Vec::with_capacity(256);
-    // Sleeps until something arrives; then takes everything queued by then as one batch.
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        let mut stop = None;
-        while let Some(message) = next.take() {
-            match message {
-                Message::Event(event, written) => {
-                    encode(&event, &mut batch, &mut health);
-                    waiting.push(written);
-                }
-                Message::Reopen => {
-                    commit(&mut sink, &mut batch, &mut waiting, &mut health);
-                    reopen(&mut sink, &mut health);
-                }
-                Message::Stop(done) => stop = Some(done),
-            }
-            if stop.is_none() {
-                next = rx.try_recv().ok();
-            }
-        }
-        commit(&mut sink, &mut batch, &mut waiting, &mut health);
-        if let Some(done) = stop {
-            let _ = done.send(());
-            return;
-        }
-    }
-}
-
-fn encode(event: &Event, batch: &mut Vec<u8>, health: &mut Health<'_>) {
-    let mark = batch.len();
-    match serde_json::to_writer(&mut *batch, event) {
-        Ok(()) => batch.push(b'\n'),
-        Err(e) => {
-            batch.truncate(mark);
-            health.report(Err(std::io::Error::other(e)), "event encoding");
-        }
-    }
-}
-
-/// Writes the batch in one `write`, then releases the requests waiting on it, whatever the outcome.
-fn commit(sink: &mut Sink, batch: &mut Vec<u8>, waiting: &mut Vec<oneshot::Sender<()>>, health: &mut Health<'_>) {
-    if !batch.is_empty() {
-        let events = batch.iter().filter(|&&b| b == b'\n').count() as u64;
-        let writer = sink.writer();
-        if health.report(writer.write_all(batch).and_then(|()| writer.flush()), "write") {
-            health.metrics.audit_events.inc_by(events);
-        }
-        batch.clear();
-    }
-    for written in waiting.drain(..) {
-        let _ = written.send(());
-    }
-}
-
-fn reopen(sink: &mut Sink, health: &mut Health<'_>) {
-    if let Sink::File { path, file } = sink {
-        match open_append(path) {
-            Ok(f) => {
-                *file = f;
-                tracing::info!(path = %path.display(), "audit file reopened");
-            }
-            Err(e) => {
-                health.report(Err(std::io::Error::other(e.to_string())), "reopen");
-            }
-        }
+        let added = self.pending().added;
+        self.wait_until(added).await;
     }
 }

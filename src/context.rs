@@ -145,12 +145,21 @@ pub(crate) mod testing {
 
     /// A route `r` on `/`, allowing issuer `gitlab` when `environment` is `production`.
     pub fn route(mode: RouteMode) -> Arc<Route> {
+        build_route(mode, false)
+    }
+
+    /// An anonymous route `r` on `/`.
+    pub fn anonymous_route() -> Arc<Route> {
+        build_route(RouteMode::Enforce, true)
+    }
+
+    fn build_route(mode: RouteMode, anonymous: bool) -> Arc<Route> {
         let config = RouteConfig {
             name: "r".into(),
             host: None,
             path_prefix: "/".into(),
             methods: None,
-            anonymous: false,
+            anonymous,
             mode,
             one_time: false,
             allow: vec![RuleConfig {
@@ -181,6 +190,40 @@ pub(crate) mod testing {
         let mut req = Request::new(());
         req.extensions_mut().insert(context.clone());
         (req, context)
+    }
+
+    /// A last step that insists on tower's readiness contract: only the very instance that was polled
+    /// ready may be called, once per poll (a clone starts unready), as with `tower::limit` or a buffer.
+    #[derive(Debug, Default)]
+    pub struct ReadyOnce {
+        ready: bool,
+    }
+
+    impl Clone for ReadyOnce {
+        fn clone(&self) -> Self {
+            ReadyOnce { ready: false }
+        }
+    }
+
+    impl tower::Service<Request<()>> for ReadyOnce {
+        type Response = crate::Response;
+        type Error = Rejection;
+        type Future = std::future::Ready<crate::layer::StepResult>;
+
+        fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Rejection>> {
+            self.ready = true;
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _req: Request<()>) -> Self::Future {
+            let was_ready = std::mem::replace(&mut self.ready, false);
+            std::future::ready(match was_ready {
+                true => Ok(http::Response::new(http_body_util::Either::Right(http_body_util::Full::new(
+                    bytes::Bytes::new(),
+                )))),
+                false => Err(Rejection::BadGateway("called without poll_ready".into())),
+            })
+        }
     }
 
     /// A last step answering 200 and counting its calls.

@@ -105,3 +105,31 @@ impl From<AuthError> for Rejection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::{Layer, ServiceExt};
+
+    use super::*;
+    use crate::context::testing::{ReadyOnce, request};
+    use tower::Service;
+
+    #[tokio::test]
+    async fn the_inner_service_called_is_the_one_polled_ready() {
+        let fetcher = crate::auth::fetch::Fetcher::new(crate::tls::public_client_config().expect("tls roots"));
+        let metrics = Arc::new(crate::metrics::Metrics::new().expect("metrics"));
+        let auth = Arc::new(Authenticator::new(&[], &fetcher, metrics, 0, None).expect("no issuers"));
+        let mut service = AuthLayer::new(auth).layer(ReadyOnce::default());
+        for _ in 0..3 {
+            let (req, context) = request();
+            context.set_route(crate::context::testing::anonymous_route());
+            let ready = service.ready().await;
+            let future = ready.map(|s| s.call(req)).map_err(|e| e.to_string());
+            let result = match future {
+                Ok(future) => future.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            assert!(result.is_ok(), "the step called a clone that was never polled ready: {result:?}");
+        }
+    }
+}
