@@ -1,12 +1,15 @@
 //! Runway: an identity-aware reverse proxy in front of Kong.
 //!
-//! A request's path through the crate, in order: [`server`] accepts and terminates TLS ([`tls`]),
-//! [`proxy`] composes the pipeline: [`request_id`], [`limit`] (timeout), [`headers`] (refuse what
-//! [`strict`] will not interpret, strip what the client may not say), [`routing`], [`auth`] (verify the
-//! token), [`policy`] (may they?), [`limit`] (body cap), [`replay`] (a `one_time` route's token passes
-//! once), [`headers`] (say who they are), [`assertion`] (and sign it), then [`forward`] to Kong over mTLS.
-//! [`error`] turns every refusal into a response; [`observe`] records [`metrics`] and the [`audit`] trail
-//! for every request; [`admin`] serves metrics, health and readiness; [`config`] loads and validates it all.
+//! A request's path through the crate, in order: [`server`] accepts and terminates TLS ([`tls`]) and wraps
+//! the request [`body`] (trailers dropped; an unread remainder drained after an early answer); [`proxy`]
+//! composes the pipeline: [`request_id`], [`observe`] (which makes the request's [`context`], the record
+//! every step fills in), the rescue in [`layer`] (the one place a refusal becomes a response, built by
+//! [`error`]), [`overload`], [`limit`] (timeout), [`headers`] (refuse what [`strict`] will not interpret,
+//! strip what the client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?),
+//! [`limit`] (body cap), [`replay`] (a `one_time` route's token passes once), [`headers`] (say who they
+//! are), [`assertion`] (and sign it), then [`forward`] to Kong over mTLS. [`observe`] records [`metrics`]
+//! and the [`audit`] trail for every request; [`admin`] serves metrics, health and readiness; [`config`]
+//! loads and validates it all, and [`lint`] reviews its trust policy.
 
 pub mod admin;
 pub mod assertion;
