@@ -1,7 +1,9 @@
 //! Forwarding to Kong: a pooled hyper client over rustls with Runway's client certificate, HTTP/1.1 or h2
 //! by ALPN, bodies streamed both ways. Every connection goes to the configured upstream address, whatever
 //! the request's Host, so `preserve_host` can hand Kong the client's host without changing where we dial.
-//! A response body that breaks off mid-stream is logged and counted here, where the break is seen.
+//! A response body that breaks off mid-stream is logged and counted here, where the break is seen. The
+//! `upstream.protocol` setting chooses what ALPN offers: both versions (h2 preferred), HTTP/1.1 only (a pool
+//! of keep-alive connections) or h2 only.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,6 +1,6 @@
-//! The authentication layer: turns the lifted credential into an [`Identity`] in the request extensions,
-//! or answers 401/503 itself. On a report-mode route a failure is recorded as a would-deny and the request
-//! goes on without identity.
+//! The authentication step: turns the lifted credential into an [`Identity`] in the request's context, or
+//! refuses with 401/503 (the rescue answers). On a report-mode route a failure is recorded as a would-deny
+//! and the request goes on without identity (`RequestContext::refuse`).
 
 use std::sync::Arc;
 
