@@ -193,19 +193,24 @@ impl AuditLog {
                 }
             };
             match batch {
-                Some((batch, events, upto)) => self.write_batch(&batch, events, upto),
+                Some((batch, events, upto)) => self.write_batch(batch, events, upto),
                 None => written.await,
             }
         }
     }
 
-    fn write_batch(&self, batch: &[u8], events: u64, upto: u64) {
-        let result = self.shared.sink.lock().unwrap_or_else(PoisonError::into_inner).write(batch);
+    fn write_batch(&self, mut batch: Vec<u8>, events: u64, upto: u64) {
+        let result = self.shared.sink.lock().unwrap_or_else(PoisonError::into_inner).write(&batch);
         self.report(result, events);
         {
             let mut pending = self.pending();
             pending.done = upto;
             pending.writing = false;
+            // Hand the buffer back when nothing arrived meanwhile, so batches do not allocate afresh.
+            if pending.batch.is_empty() {
+                batch.clear();
+                pending.batch = batch;
+            }
         }
         self.shared.written.notify_waiters();
     }

@@ -87,6 +87,12 @@ impl RequestContext {
         self.with(|r| r.clone())
     }
 
+    /// Takes the record out, once the response exists and no step will write to it again (no copies of its
+    /// strings and claims per request).
+    pub fn take(&self) -> Record {
+        self.with(std::mem::take)
+    }
+
     /// The route was chosen.
     pub fn set_route(&self, route: Arc<Route>) {
         self.with(|r| r.route = Some(route));

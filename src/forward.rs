@@ -280,9 +280,9 @@ where
         let upstream = self.upstream.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
+            let context = RequestContext::of(&req);
             let (parts, body) = req.into_parts();
             let host = crate::layer::request_host(&parts);
-            let context = parts.extensions.get::<RequestContext>().cloned().unwrap_or_default();
             context.set_forwarded(true);
             let request_id = parts.extensions.get::<crate::request_id::RequestId>().cloned();
             let started = std::time::Instant::now();

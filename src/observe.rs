@@ -78,7 +78,7 @@ where
         Box::pin(async move {
             let response = fut.await?;
             let elapsed = started.elapsed();
-            let record = context.snapshot();
+            let record = context.take();
             let refused = response.extensions().get::<Refused>().map(|r| r.0);
             let status = response.status();
             let route = record.route.as_ref().map_or("-", |r| r.name.as_str());
