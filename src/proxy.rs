@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::Request;
 use tower::ServiceBuilder;
 
+use crate::admin::access::AdminAccess;
 use crate::assertion::{AssertionError, AssertionLayer, Assertions};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
@@ -49,6 +50,9 @@ pub enum BuildError {
     /// The `[assertion]` key file.
     #[error("assertion.key")]
     Assertion(#[source] AssertionError),
+    /// `admin.token_file`.
+    #[error("admin.token_file")]
+    AdminToken(#[source] crate::admin::access::TokenFileError),
     /// The `[replay]` store.
     #[error("replay.redis_url")]
     Replay(#[source] redis::RedisError),
@@ -76,6 +80,8 @@ pub struct Runtime {
     pub connections: Arc<Capacity>,
     /// Requests in flight (`server.max_concurrent_requests`); shared like `connections`.
     pub in_flight: Arc<Capacity>,
+    /// Who may call the state-changing admin endpoints.
+    pub admin_access: AdminAccess,
     audit_claims: Arc<[String]>,
     protected_headers: Protected,
 }
@@ -104,6 +110,7 @@ impl Runtime {
 
     fn build_with(config: Config, telemetry: Telemetry, previous: Option<&Runtime>) -> Result<Runtime, BuildError> {
         let tls = tls::server_config(&config.server)?;
+        let admin_access = AdminAccess::load(config.admin.token_file.as_deref()).map_err(BuildError::AdminToken)?;
         let upstream = Upstream::new(&config.upstream, config.server.max_body_bytes)?;
         let fetcher = Fetcher::new(tls::public_client_config()?);
         let auth = Authenticator::new(
@@ -146,6 +153,7 @@ impl Runtime {
         Ok(Runtime {
             connections,
             in_flight,
+            admin_access,
             replay,
             assertion,
             routes: Arc::new(RouteTable::new(&config.routes)),

@@ -153,6 +153,8 @@ pub struct ServerConfig {
 pub struct AdminConfig {
     /// Plain-HTTP admin listener.
     pub listen: SocketAddr,
+    /// Bearer token for `/reload` and `/revocations`; `None` = those answer loopback peers only.
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[upstream]`.

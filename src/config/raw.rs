@@ -70,6 +70,8 @@ pub struct RawServer {
 pub struct RawAdmin {
     /// Socket address of the admin listener.
     pub listen: Option<String>,
+    /// File holding the bearer token for the state-changing admin endpoints.
+    pub token_file: Option<String>,
 }
 
 /// `[upstream]`.

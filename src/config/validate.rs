@@ -61,6 +61,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
     };
     let admin = AdminConfig {
         listen: socket_addr("admin.listen", raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))?,
+        token_file: raw.admin.token_file.as_deref().map(|f| file_path("admin.token_file", f, base)).transpose()?,
     };
     let upstream = upstream(raw.upstream, base)?;
     let audit = AuditConfig {

@@ -237,7 +237,8 @@ fn snapshot(config: &Config) -> Vec<(PathBuf, Stamp)> {
         .collect()
 }
 
-/// Certificates, keys, CA bundles and JWKS files: what cert-manager, Vault agent or a key rotation replaces.
+/// Certificates, keys, CA bundles, JWKS files and the admin token: what cert-manager, Vault agent or a key
+/// rotation replaces.
 /// The config file itself is not watched: changing it is a deliberate act, applied with SIGHUP or `/reload`.
 fn watched_files(config: &Config) -> Vec<PathBuf> {
     let mut files = vec![config.server.tls_cert.clone(), config.server.tls_key.clone()];
@@ -252,6 +253,7 @@ fn watched_files(config: &Config) -> Vec<PathBuf> {
         files.extend(issuer.aws.as_ref().and_then(|a| a.sts_ca.clone()));
     }
     files.extend(config.assertion.as_ref().map(|a| a.key.clone()));
+    files.extend(config.admin.token_file.clone());
     files
 }
 

@@ -379,3 +379,19 @@ fn serve_refuses_an_invalid_config_naming_the_key() {
     let out = run(runway().arg("serve").arg("-c").arg(&path));
     assert_refused(&out, "server.tls_key");
 }
+
+#[test]
+fn check_refuses_an_unusable_admin_token_file() {
+    let pki = Pki::generate();
+    let empty = pki.write_file("admin-token", b"\n");
+    let admin = format!("[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n", empty.display());
+    let path = write_config(&pki, "");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_default().replace("[admin]\nlisten = \"127.0.0.1:0\"\n", &admin);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = check(&path);
+    assert_refused(&out, "admin.token_file");
+    assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
+    std::fs::write(&empty, "a-token\n").unwrap_or_else(|e| panic!("{e}"));
+    assert!(check(&path).status.success(), "{}", stderr(&check(&path)));
+}

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod assertion;
 mod aws;
 mod cli;

@@ -32,7 +32,8 @@ pub use raw::{RawResponse, RawTls, frames};
 pub use redis::TestRedis;
 #[allow(unused_imports)]
 pub use runway::{
-    Backends, Binary, Runway, audit_lines, audit_path, base_config, claims, free_port, issuer_block, open_route,
+    Backends, Binary, Runway, admin_request, admin_send, audit_lines, audit_path, base_config, claims, free_port,
+    issuer_block, open_route,
 };
 #[allow(unused_imports)]
 pub use tokens::{SigningKey, b64url, hs256, jwks, now, unsigned};

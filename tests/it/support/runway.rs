@@ -43,7 +43,7 @@ impl Runway {
     async fn start_inner(pki: &Pki, config: &str, watch: Option<Duration>) -> Result<Runway, String> {
         let config_path = pki.write_file("runway.toml", config.as_bytes());
         let loaded = runway::config::load(&config_path).map_err(|e| e.to_string())?;
-        let mut server = Server::start(loaded).await.map_err(|e| e.to_string())?;
+        let mut server = Server::start(loaded).await.map_err(|e| chain(&e))?;
         if let Some(interval) = watch {
             server = server.watch_files_every(interval);
         }
@@ -154,19 +154,46 @@ impl Drop for Runway {
     }
 }
 
+/// An error and its causes, as `runway serve` prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
 /// One HTTP/1.1 request with an empty body on a plain-HTTP listener (the admin one): (status, body).
 pub async fn admin_request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = admin_send(addr, method, path, &[], "").await;
+    (status, body)
+}
+
+/// One HTTP/1.1 request on a plain-HTTP listener, with extra headers and a body:
+/// (status, response head, body).
+pub async fn admin_send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("admin connect: {e}"));
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     tcp.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("admin write: {e}"));
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).await.unwrap_or_else(|e| panic!("admin read: {e}"));
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 /// A loopback port that was free a moment ago (for programs that cannot be given port 0).

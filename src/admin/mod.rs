@@ -3,10 +3,13 @@
 //! assertion public keys at `/.well-known/jwks.json`, and `POST /reload` (the same reload as SIGHUP, for
 //! sidecars and platforms that cannot signal the process).
 //!
-//! `/reload` takes no input: it re-reads the files already configured, so whoever can reach the admin
-//! listener can at most make Runway apply what is on its own disk.
+//! The state-changing endpoints (`/reload`) go through [`access`]: a bearer token with `admin.token_file`,
+//! loopback peers only without it. `/reload` takes no input: it re-reads the files already configured.
+
+pub mod access;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,11 +23,12 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::server::Reloader;
+use access::Denied;
 
 /// Serves until `stop` turns true, answering from whichever runtime `reloader` holds live.
 pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, mut stop: watch::Receiver<bool>) {
     loop {
-        let (tcp, _) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -39,15 +43,18 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, mut stop: wat
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let reloader = reloader.clone();
-                async move { Ok::<_, Infallible>(handle(req, &reloader).await) }
+                async move { Ok::<_, Infallible>(handle(req, peer.ip(), &reloader).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }
 
-async fn handle(req: Request<Incoming>, reloader: &Reloader) -> Response<Full<Bytes>> {
+async fn handle(req: Request<Incoming>, peer: IpAddr, reloader: &Reloader) -> Response<Full<Bytes>> {
     if req.uri().path() == "/reload" {
+        if let Err(denied) = reloader.current().admin_access.check(req.headers(), peer) {
+            return refuse(denied);
+        }
         return match *req.method() {
             Method::POST => reload(reloader).await,
             _ => allow_only(Method::POST),
@@ -111,6 +118,27 @@ fn readiness(auth: &Authenticator) -> Response<Full<Bytes>> {
         (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"ready": false, "missing": missing}))
     };
     json(status, &body)
+}
+
+/// 401 with a bearer challenge, or 403 for a peer that could never pass without a token.
+fn refuse(denied: Denied) -> Response<Full<Bytes>> {
+    match denied {
+        Denied::Token => {
+            let body = serde_json::json!({"error": "this admin endpoint needs `Authorization: Bearer <token>` \
+                (the token in admin.token_file)"});
+            let mut response = json(StatusCode::UNAUTHORIZED, &body);
+            response.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"runway-admin\""),
+            );
+            response
+        }
+        Denied::NotLoopback => json(
+            StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": "this admin endpoint answers loopback peers only; set admin.token_file \
+                to call it from elsewhere with a bearer token"}),
+        ),
+    }
 }
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
