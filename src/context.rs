@@ -50,6 +50,8 @@ pub struct Record {
     pub would_deny: Option<WouldDeny>,
     /// Handed to Kong: the access decision was allow, whatever Kong or the connection did next.
     pub forwarded: bool,
+    /// How long Kong took to send its response head, when it did.
+    pub upstream_wait: Option<std::time::Duration>,
 }
 
 impl Record {
@@ -121,6 +123,11 @@ impl RequestContext {
     /// Handed to Kong (`true`), or taken back because the client's body failed (`false`).
     pub fn set_forwarded(&self, forwarded: bool) {
         self.with(|r| r.forwarded = forwarded);
+    }
+
+    /// Kong's response head arrived after `wait`.
+    pub fn set_upstream_wait(&self, wait: std::time::Duration) {
+        self.with(|r| r.upstream_wait = Some(wait));
     }
 
     /// The one rule of report mode: on a report-mode route a refusal by authentication, policy or the

@@ -184,6 +184,22 @@ fn quoted_string_safe(text: &str) -> String {
         .collect()
 }
 
+/// An error and its causes on one line (`a: b: c`), a cause already ending the text not repeated: for logs
+/// and the admin API's answers.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,7 @@ pub enum Verdict {
 /// Explains `method url` with `token`; returns the verdict and the report.
 pub async fn explain(runtime: &Runtime, method: &Method, url: &Uri, token: Option<&str>) -> (Verdict, String) {
     let mut out = String::new();
+    revocations(runtime, &mut out).await;
     let reading = run(runtime, method, url, token, &mut out).await;
     let verdict = through_pipeline(runtime, method, url, token, &mut out).await;
     if reading != verdict {
@@ -40,6 +41,27 @@ pub async fn explain(runtime: &Runtime, method: &Method, url: &Uri, token: Optio
     }
     let _ = writeln!(out, "decision:  {}", if verdict == Verdict::Allow { "allow" } else { "deny" });
     (verdict, out)
+}
+
+/// Loads the shared revocations (with Redis) so that the run sees the set the replicas enforce.
+async fn revocations(runtime: &Runtime, out: &mut String) {
+    let set = &runtime.revocations;
+    match set.store_kind() {
+        "redis" => match set.refresh().await {
+            Ok(()) => {
+                let _ = writeln!(out, "revocations: {} in force (loaded from Redis)", set.list().len());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "revocations: could not be loaded from Redis ({e}); none is applied here");
+            }
+        },
+        _ => {
+            let _ = writeln!(
+                out,
+                "revocations: memory store: each running Runway holds its own (`runway revocations list`); none here"
+            );
+        }
+    }
 }
 
 /// What reached the last step: the headers Kong would receive, and whether it was a report-mode would-deny.
@@ -154,6 +176,20 @@ async fn run(runtime: &Runtime, method: &Method, url: &Uri, token: Option<&str>,
             return refuse(out, &route, &rejection.to_string(), rejection.status().as_u16());
         }
     };
+    if let Some(r) = runtime.revocations.matching(&identity) {
+        let json = r.to_json();
+        let _ = writeln!(
+            out,
+            "revoked:   revocation {} (issuer \"{}\", claims {}, reason {}, by {}, until {})",
+            r.id,
+            r.issuer,
+            json["claims"],
+            json["reason"],
+            json["revoked_by"],
+            json["expires"].as_str().unwrap_or("?")
+        );
+        return refuse(out, &route, "token revoked", 401);
+    }
     let _ = writeln!(out, "policy:    allow rules are OR-ed; the conditions of a rule are AND-ed");
     let reports = route.policy.report(&identity);
     if reports.is_empty() {

@@ -288,7 +288,9 @@ where
             let started = std::time::Instant::now();
             match upstream.forward(Request::from_parts(parts, body), host).await {
                 Ok(response) => {
-                    metrics.upstream_duration.observe(started.elapsed().as_secs_f64());
+                    let waited = started.elapsed();
+                    metrics.upstream_duration.observe(waited.as_secs_f64());
+                    context.set_upstream_wait(waited);
                     let response = response.map(|body| {
                         http_body_util::Either::Left(UpstreamBody {
                             inner: body,

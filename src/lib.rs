@@ -33,6 +33,7 @@ pub mod policy;
 pub mod proxy;
 pub mod replay;
 pub mod request_id;
+pub mod revoke;
 pub mod routing;
 pub mod server;
 pub mod strict;

@@ -87,6 +87,59 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Revoke every token whose verified identity matches the conditions, on every replica, at once.
+    /// Prints the revocation (with its id). Exit 0 done, 1 refused (the error names the field), 2 usage.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Issuer name, as in the config.
+        #[arg(long)]
+        issuer: String,
+        /// A claim condition, NAME=PATTERN (`*` globs; repeat a NAME for "any of"; NAME may be a JSON Pointer).
+        #[arg(long = "claim", value_name = "NAME=PATTERN", required = true)]
+        claims: Vec<String>,
+        /// Why (shown in the list and the logs).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who revoked (default: $USER).
+        #[arg(long = "by", env = "USER")]
+        revoked_by: Option<String>,
+        /// RFC 3339 time or duration ("30m"); default and maximum: the issuer's max_token_lifetime.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List or lift revocations.
+    Revocations {
+        #[command(subcommand)]
+        command: RevocationsCommand,
+    },
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin listener base URL, e.g. http://127.0.0.1:9901.
+    #[arg(long = "admin", env = "RUNWAY_ADMIN_URL")]
+    url: String,
+    /// File holding the admin token (admin.token_file); else RUNWAY_ADMIN_TOKEN; else none (loopback).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum RevocationsCommand {
+    /// Print the revocations in force (JSON).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Lift a revocation by id.
+    Delete {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The revocation's id.
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -126,6 +179,23 @@ fn main() -> ExitCode {
         Command::Lint { config, format, fail_on } => return lint(&config, format, fail_on),
         Command::Serve { config } => serve(&config),
         Command::Dev { dir } => dev(dir.unwrap_or_else(runway::dev::default_dir)),
+        Command::Revoke { admin, issuer, claims, reason, revoked_by, expires } => {
+            let body = match revocation_body(issuer, &claims, reason, revoked_by, expires) {
+                Ok(body) => body,
+                Err(e) => return usage(e),
+            };
+            return admin_call(admin, http::Method::POST, "/revocations".to_string(), Some(body));
+        }
+        Command::Revocations { command: RevocationsCommand::List { admin } } => {
+            return admin_call(admin, http::Method::GET, "/revocations".to_string(), None);
+        }
+        Command::Revocations { command: RevocationsCommand::Delete { admin, id } } => {
+            let path = format!(
+                "/revocations/{}",
+                percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC)
+            );
+            return admin_call(admin, http::Method::DELETE, path, None);
+        }
         Command::Explain { config, method, url, token, token_file } => {
             return match explain(&config, &method, &url, token, token_file) {
                 Ok(code) => code,
@@ -140,6 +210,68 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(e: anyhow::Error) -> ExitCode {
+    eprintln!("runway: {e:#}");
+    ExitCode::from(2)
+}
+
+/// The `POST /revocations` body: repeated `--claim NAME=...` become a list for NAME.
+fn revocation_body(
+    issuer: String,
+    claims: &[String],
+    reason: Option<String>,
+    revoked_by: Option<String>,
+    expires: Option<String>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut conditions: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+    for claim in claims {
+        let (name, pattern) =
+            claim.split_once('=').with_context(|| format!("--claim \"{claim}\": write NAME=PATTERN"))?;
+        anyhow::ensure!(!name.is_empty(), "--claim \"{claim}\": the claim name is empty");
+        conditions.entry(name.to_string()).or_default().push(pattern.to_string());
+    }
+    let claims: serde_json::Map<String, serde_json::Value> = conditions
+        .into_iter()
+        .map(|(name, mut patterns)| match patterns.len() {
+            1 => (name, serde_json::Value::from(patterns.remove(0))),
+            _ => (name, serde_json::Value::from(patterns)),
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "issuer": issuer, "claims": claims, "reason": reason, "revoked_by": revoked_by, "expires": expires,
+    }))
+}
+
+/// One admin API call: prints the JSON answer; exit 1 when refused or unreachable, 2 on bad arguments.
+fn admin_call(admin: AdminArgs, method: http::Method, path: String, body: Option<serde_json::Value>) -> ExitCode {
+    let token = match (&admin.token_file, std::env::var("RUNWAY_ADMIN_TOKEN").ok().filter(|t| !t.trim().is_empty())) {
+        (Some(file), _) => match std::fs::read_to_string(file) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+            Ok(_) => return usage(anyhow::anyhow!("--token-file {}: the file is empty", file.display())),
+            Err(e) => return usage(anyhow::anyhow!("--token-file {}: {e}", file.display())),
+        },
+        (None, from_env) => from_env.map(|t| t.trim().to_string()),
+    };
+    let client = match runway::admin::client::AdminClient::new(&admin.url, token) {
+        Ok(client) => client,
+        Err(e) => return usage(e.into()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return usage(e.into()),
+    };
+    match runtime.block_on(client.call(method, &path, body.as_ref())) {
+        Ok(answer) => {
+            println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("runway: {e}");
             ExitCode::FAILURE
         }
     }

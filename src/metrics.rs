@@ -23,6 +23,12 @@ pub mod names {
     pub const JWKS_LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "jwks_last_success_timestamp_seconds";
     /// Time to Kong's response head.
     pub const UPSTREAM_DURATION_SECONDS: &str = "upstream_duration_seconds";
+    /// Revocations in force.
+    pub const REVOCATIONS_ACTIVE: &str = "revocations_active";
+    /// Failed exchanges with the shared revocation store.
+    pub const REVOCATION_SYNC_ERRORS_TOTAL: &str = "revocation_sync_errors_total";
+    /// Runway's own time on a forwarded request.
+    pub const PROXY_OVERHEAD_SECONDS: &str = "proxy_overhead_seconds";
     /// Upstream failures by kind.
     pub const UPSTREAM_ERRORS_TOTAL: &str = "upstream_errors_total";
     /// Open client connections.
@@ -50,6 +56,10 @@ pub mod names {
 }
 
 /// Latency buckets: fine below a millisecond (proxy overhead), coarse up to a minute (slow deploys).
+/// Runway's own share: tens of microseconds on a cached token, milliseconds when a JWKS or STS call is waited for.
+const OVERHEAD_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -71,6 +81,14 @@ pub struct Metrics {
     pub jwks_last_success: IntGaugeVec,
     /// `upstream_duration_seconds`.
     pub upstream_duration: Histogram,
+    /// `proxy_overhead_seconds`: Runway's own time on a request that reached Kong (time to the response head
+    /// less the wait for Kong's), measured on that request, so it never goes negative as a difference of two
+    /// histograms over different requests does.
+    pub proxy_overhead: Histogram,
+    /// `revocations_active`.
+    pub revocations_active: IntGauge,
+    /// `revocation_sync_errors_total`.
+    pub revocation_sync_errors: IntCounter,
     /// `upstream_errors_total{kind}`.
     pub upstream_errors: IntCounterVec,
     /// `connections_active`.
@@ -140,6 +158,19 @@ impl Metrics {
                 UPSTREAM_DURATION_SECONDS,
                 "Time from forwarding to Kong's response head.",
             ))?,
+            proxy_overhead: Histogram::with_opts(
+                HistogramOpts::new(
+                    PROXY_OVERHEAD_SECONDS,
+                    "Runway's own time on a forwarded request: time to the response head less Kong's.",
+                )
+                .namespace("runway")
+                .buckets(OVERHEAD_BUCKETS.to_vec()),
+            )?,
+            revocations_active: IntGauge::with_opts(opts(REVOCATIONS_ACTIVE, "Revocations in force."))?,
+            revocation_sync_errors: IntCounter::with_opts(opts(
+                REVOCATION_SYNC_ERRORS_TOTAL,
+                "Failed exchanges with the shared (Redis) revocation store.",
+            ))?,
             upstream_errors: IntCounterVec::new(opts(UPSTREAM_ERRORS_TOTAL, "Upstream failures, by kind."), &["kind"])?,
             connections_active: IntGauge::with_opts(opts(CONNECTIONS_ACTIVE, "Client connections open."))?,
             tls_handshake_failures: IntCounter::with_opts(opts(
@@ -182,7 +213,10 @@ impl Metrics {
         r.register(Box::new(m.jwks_keys.clone()))?;
         r.register(Box::new(m.jwks_last_success.clone()))?;
         r.register(Box::new(m.upstream_duration.clone()))?;
+        r.register(Box::new(m.proxy_overhead.clone()))?;
         r.register(Box::new(m.upstream_errors.clone()))?;
+        r.register(Box::new(m.revocations_active.clone()))?;
+        r.register(Box::new(m.revocation_sync_errors.clone()))?;
         r.register(Box::new(m.connections_active.clone()))?;
         r.register(Box::new(m.tls_handshake_failures.clone()))?;
         r.register(Box::new(m.token_cache_hits.clone()))?;

@@ -85,6 +85,9 @@ where
             let m = &layer.metrics;
             m.requests.with_label_values(&[route, status.as_str()]).inc();
             m.request_duration.with_label_values(&[route]).observe(elapsed.as_secs_f64());
+            if let Some(waited) = record.upstream_wait {
+                m.proxy_overhead.observe(elapsed.saturating_sub(waited).as_secs_f64());
+            }
             if let Some(a) = &record.decision {
                 let decision = if a.allowed { "allow" } else { "deny" };
                 m.auth_decisions.with_label_values(&[a.issuer.as_str(), decision, a.reason]).inc();

@@ -26,6 +26,8 @@ use crate::overload::{Capacity, ShedLayer};
 use crate::policy::layer::PolicyLayer;
 use crate::replay::layer::{Replay, ReplayLayer};
 use crate::request_id::RequestIdLayer;
+use crate::revoke::Revocations;
+use crate::revoke::layer::RevocationLayer;
 use crate::routing::RouteTable;
 use crate::routing::layer::RouteLayer;
 use crate::tls::{self, TlsError};
@@ -53,9 +55,9 @@ pub enum BuildError {
     /// `admin.token_file`.
     #[error("admin.token_file")]
     AdminToken(#[source] crate::admin::access::TokenFileError),
-    /// The `[replay]` store.
-    #[error("replay.redis_url")]
-    Replay(#[source] redis::RedisError),
+    /// The `[replay]` store: its error names the key at fault (`replay.redis_ca`, ...).
+    #[error(transparent)]
+    Replay(#[from] crate::replay::redis::ClientError),
 }
 
 /// Everything built from one config.
@@ -82,6 +84,8 @@ pub struct Runtime {
     pub in_flight: Arc<Capacity>,
     /// Who may call the state-changing admin endpoints.
     pub admin_access: AdminAccess,
+    /// Revocations in force; kept across reloads that keep the `[replay]` store.
+    pub revocations: Arc<Revocations>,
     audit_claims: Arc<[String]>,
     protected_headers: Protected,
 }
@@ -138,11 +142,15 @@ impl Runtime {
                     .map(|r| r.store());
                 let store = match kept {
                     Some(store) => store,
-                    None => crate::replay::store(&config.replay).map_err(BuildError::Replay)?,
+                    None => crate::replay::store(&config.replay)?,
                 };
                 Some(Arc::new(Replay::new(store, &config, telemetry.metrics.clone())))
             }
             false => None,
+        };
+        let revocations = match previous.filter(|p| p.revocations.same_store(&config.replay)) {
+            Some(previous) => previous.revocations.clone(),
+            None => Arc::new(Revocations::new(&config.replay, telemetry.metrics.clone())),
         };
         let (connections, in_flight) = match previous {
             Some(p) => (p.connections.clone(), p.in_flight.clone()),
@@ -154,6 +162,7 @@ impl Runtime {
             connections,
             in_flight,
             admin_access,
+            revocations,
             replay,
             assertion,
             routes: Arc::new(RouteTable::new(&config.routes)),
@@ -241,6 +250,8 @@ impl Runtime {
             .layer(RouteLayer::new(self.routes.clone()))
             // 401/503: who is this?
             .layer(AuthLayer::new(self.auth.clone()))
+            // 401 "token revoked": on the verified identity, cached tokens included.
+            .layer(RevocationLayer::new(self.revocations.clone()))
             // 403: may they?
             .layer(PolicyLayer)
             // 413/408: only authorised bodies are read at all.

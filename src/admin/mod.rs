@@ -7,6 +7,8 @@
 //! loopback peers only without it. `/reload` takes no input: it re-reads the files already configured.
 
 pub mod access;
+pub mod client;
+pub mod revocations;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -21,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::auth::Authenticator;
+use crate::proxy::Runtime;
 use crate::server::Reloader;
 use access::Denied;
 
@@ -51,9 +53,15 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>, mut stop: wat
 }
 
 async fn handle(req: Request<Incoming>, peer: IpAddr, reloader: &Reloader) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/reload" {
-        if let Err(denied) = reloader.current().admin_access.check(req.headers(), peer) {
+    let path = req.uri().path();
+    let revocations = path == "/revocations" || path.starts_with("/revocations/");
+    if path == "/reload" || revocations {
+        let runtime = reloader.current();
+        if let Err(denied) = runtime.admin_access.check(req.headers(), peer) {
             return refuse(denied);
+        }
+        if revocations {
+            return revocations::handle(req, &runtime).await;
         }
         return match *req.method() {
             Method::POST => reload(reloader).await,
@@ -66,7 +74,7 @@ async fn handle(req: Request<Incoming>, peer: IpAddr, reloader: &Reloader) -> Re
     let runtime = reloader.current();
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => readiness(&runtime.auth),
+        "/readyz" => readiness(&runtime),
         "/metrics" => {
             let mut response = Response::new(Full::new(Bytes::from(runtime.telemetry.metrics.render())));
             response
@@ -100,9 +108,9 @@ async fn reload(reloader: &Reloader) -> Response<Full<Bytes>> {
     json(status, &body)
 }
 
-fn readiness(auth: &Authenticator) -> Response<Full<Bytes>> {
+fn readiness(runtime: &Runtime) -> Response<Full<Bytes>> {
     let mut missing = Vec::new();
-    for issuer in auth.issuers() {
+    for issuer in runtime.auth.issuers() {
         if issuer.keys.is_ready() {
             continue;
         }
@@ -112,10 +120,18 @@ fn readiness(auth: &Authenticator) -> Response<Full<Bytes>> {
         };
         missing.push(why);
     }
+    // Loaded once, a later Redis outage keeps the known set in force: shown here, but still ready.
+    if let Err(why) = runtime.revocations.readiness() {
+        missing.push(why);
+    }
+    let revocations = runtime.revocations.status();
     let (status, body) = if missing.is_empty() {
-        (StatusCode::OK, serde_json::json!({"ready": true, "missing": []}))
+        (StatusCode::OK, serde_json::json!({"ready": true, "missing": [], "revocations": revocations}))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({"ready": false, "missing": missing}))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "missing": missing, "revocations": revocations}),
+        )
     };
     json(status, &body)
 }
@@ -149,8 +165,13 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 fn allow_only(method: Method) -> Response<Full<Bytes>> {
+    allow_only_any(&[method])
+}
+
+fn allow_only_any(methods: &[Method]) -> Response<Full<Bytes>> {
     let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-    if let Ok(value) = http::HeaderValue::from_str(method.as_str()) {
+    let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+    if let Ok(value) = http::HeaderValue::from_str(&allow) {
         response.headers_mut().insert(ALLOW, value);
     }
     response

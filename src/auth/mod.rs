@@ -72,6 +72,8 @@ pub enum Reason {
     StsRefused,
     /// kind aws: the principal's account is not in the issuer's `accounts`.
     AccountNotAllowed,
+    /// The verified identity matches an active revocation.
+    Revoked,
 }
 
 impl Reason {
@@ -98,6 +100,7 @@ impl Reason {
             Reason::MissingJti => "missing_jti",
             Reason::StsRefused => "sts_refused",
             Reason::AccountNotAllowed => "account_not_allowed",
+            Reason::Revoked => "revoked",
         }
     }
 }

@@ -16,7 +16,7 @@ use http::{HeaderName, Method};
 use ipnet::IpNet;
 use jsonwebtoken::Algorithm;
 
-pub use validate::{is_loopback, parse_duration, validate, validate_url_is_fetchable};
+pub use validate::{claim_conditions, is_loopback, parse_duration, validate, validate_url_is_fetchable};
 
 /// Default TLS listener.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
@@ -412,9 +412,95 @@ pub enum ReplayStoreConfig {
     Memory,
     /// A Redis shared by every replica.
     Redis {
-        /// `redis://[user:password@]host[:port][/db]`.
-        url: String,
+        /// Where the Redis is and how to reach it: the URL with the `[replay]` keys that go with it (the field
+        /// keeps the name it had when the URL was all there was; it compares equal to a `String` holding only
+        /// that URL).
+        url: RedisConfig,
     },
+}
+
+impl ReplayStoreConfig {
+    /// The Redis settings, with `store = "redis"`.
+    pub fn redis(&self) -> Option<&RedisConfig> {
+        match self {
+            ReplayStoreConfig::Memory => None,
+            ReplayStoreConfig::Redis { url } => Some(url),
+        }
+    }
+}
+
+/// `[replay]` with `store = "redis"`: how to reach the Redis (contract sections 10 and 13). Only paths: the files
+/// are read when a client is made ([`crate::replay::redis::client`]), at start, at each reload that builds a new
+/// store, and at each reconnection, so `runway lint` opens none of them and a rotated password is picked up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis_url`, as written: `redis://` or `rediss://` (TLS) `[user[:password]@]host[:port][/db]`, or
+    /// `unix://`. May hold a password, so it is never logged ([`std::fmt::Debug`] hides the password).
+    pub url: String,
+    /// `redis_ca`: PEM bundle of the CAs that may sign the server's certificate, trusted instead of the system
+    /// roots; `rediss://` only. `None` = the system roots.
+    pub ca: Option<PathBuf>,
+    /// `redis_password_file`: file holding the password (surrounding whitespace ignored), for the URL's user or
+    /// the `default` user; never together with a password in the URL.
+    pub password_file: Option<PathBuf>,
+}
+
+impl RedisConfig {
+    /// Whether the URL asks for TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.url.get(..9).is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+    }
+
+    /// The URL with its password, if any, replaced by `***` (`user:***@`, or `pass=***` in a `unix://` query):
+    /// for logs and `Debug`.
+    pub fn redacted_url(&self) -> String {
+        let (head, query) = match self.url.split_once('?') {
+            Some((head, query)) => (head, Some(query)),
+            None => (self.url.as_str(), None),
+        };
+        let mut out = match head.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_at(rest.find(['/', '#']).unwrap_or(rest.len()));
+                let user_host =
+                    authority.rsplit_once('@').and_then(|(info, host)| Some((info.split_once(':')?.0, host)));
+                match user_host {
+                    Some((user, host)) => format!("{scheme}://{user}:***@{host}{path}"),
+                    None => head.to_string(),
+                }
+            }
+            None => head.to_string(),
+        };
+        if let Some(query) = query {
+            let pairs: Vec<&str> =
+                query.split('&').map(|pair| if pair.starts_with("pass=") { "pass=***" } else { pair }).collect();
+            out = format!("{out}?{}", pairs.join("&"));
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("ca", &self.ca)
+            .field("password_file", &self.password_file)
+            .finish()
+    }
+}
+
+/// Just a URL, no CA, no password file.
+impl From<&str> for RedisConfig {
+    fn from(url: &str) -> RedisConfig {
+        RedisConfig { url: url.to_string(), ca: None, password_file: None }
+    }
+}
+
+/// Equal to a URL when it is that URL with no CA and no password file.
+impl PartialEq<String> for RedisConfig {
+    fn eq(&self, url: &String) -> bool {
+        self.url == *url && self.ca.is_none() && self.password_file.is_none()
+    }
 }
 
 /// `[assertion]`: a short-lived ES256 JWT minted for Kong's `jwt` plugin on every allowed request.

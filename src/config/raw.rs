@@ -185,7 +185,8 @@ pub struct RawRule {
 }
 
 /// A claim condition's value: one pattern or a list of them.
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
 pub enum RawPatterns {
     /// One pattern.
     One(String),
@@ -244,8 +245,12 @@ impl<'de> Deserialize<'de> for PatternItem {
 pub struct RawReplay {
     /// "memory" or "redis".
     pub store: Option<String>,
-    /// Redis URL.
+    /// Redis URL: `redis://`, `rediss://` (TLS) or `unix://`.
     pub redis_url: Option<String>,
+    /// PEM CA bundle for a `rediss://` server's certificate (instead of the system roots).
+    pub redis_ca: Option<String>,
+    /// File holding the Redis password (instead of one in the URL).
+    pub redis_password_file: Option<String>,
 }
 
 /// `[assertion]`.

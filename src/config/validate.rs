@@ -74,7 +74,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
         },
         claims: raw.audit.claims.unwrap_or_else(|| DEFAULT_AUDIT_CLAIMS.iter().map(|c| c.to_string()).collect()),
     };
-    let replay = replay(raw.replay)?;
+    let replay = replay(raw.replay, base)?;
     let assertion = raw.assertion.map(|a| assertion(a, base)).transpose()?;
 
     let mut issuers = Vec::with_capacity(raw.issuers.len());
@@ -407,24 +407,7 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
                 ),
             ));
         }
-        let claims = rule
-            .claims
-            .into_iter()
-            .map(|(claim, patterns)| {
-                let ckey = format!("{rkey}.claims.\"{claim}\"");
-                let patterns = match patterns {
-                    RawPatterns::One(p) => vec![p],
-                    RawPatterns::Many(list) if list.is_empty() => {
-                        return Err(ConfigError::invalid(
-                            ckey,
-                            "an empty list matches nothing: give at least one value",
-                        ));
-                    }
-                    RawPatterns::Many(list) => list,
-                };
-                Ok((claim_key(&ckey, &claim)?, patterns))
-            })
-            .collect::<Result<_, ConfigError>>()?;
+        let claims = claim_conditions(&format!("{rkey}.claims"), rule.claims)?;
         allow.push(RuleConfig { issuer: rule.issuer, claims });
     }
     Ok(RouteConfig {
@@ -437,6 +420,28 @@ fn route(key: &str, r: RawRoute, known: &[&str]) -> Result<RouteConfig, ConfigEr
         one_time: r.one_time,
         allow,
     })
+}
+
+/// Claim conditions as written (`claims = { name = "pattern" or [...] }`), checked: a claim name or JSON
+/// Pointer, at least one pattern each. `key` names the table in errors (`routes[0].allow[1].claims`).
+pub fn claim_conditions(
+    key: &str,
+    claims: std::collections::BTreeMap<String, RawPatterns>,
+) -> Result<Vec<(ClaimKey, Vec<String>)>, ConfigError> {
+    claims
+        .into_iter()
+        .map(|(claim, patterns)| {
+            let ckey = format!("{key}.\"{claim}\"");
+            let patterns = match patterns {
+                RawPatterns::One(p) => vec![p],
+                RawPatterns::Many(list) if list.is_empty() => {
+                    return Err(ConfigError::invalid(ckey, "an empty list matches nothing: give at least one value"));
+                }
+                RawPatterns::Many(list) => list,
+            };
+            Ok((claim_key(&ckey, &claim)?, patterns))
+        })
+        .collect()
 }
 
 fn claim_key(key: &str, claim: &str) -> Result<ClaimKey, ConfigError> {
@@ -506,42 +511,68 @@ fn duration_or_zero(key: &str, value: &Option<String>, default: Duration) -> Res
     value.as_deref().map_or(Ok(default), |v| parse_duration(key, v))
 }
 
-fn replay(raw: Option<RawReplay>) -> Result<ReplayStoreConfig, ConfigError> {
+fn replay(raw: Option<RawReplay>, base: &Path) -> Result<ReplayStoreConfig, ConfigError> {
     let Some(raw) = raw else { return Ok(ReplayStoreConfig::Memory) };
     match raw.store.as_deref() {
+        // The contract's example sets a redis_url beside store = "memory": the memory store ignores the Redis keys.
         None | Some("memory") => Ok(ReplayStoreConfig::Memory),
-        Some("redis") => {
-            let url = raw.redis_url.filter(|u| !u.is_empty()).ok_or_else(|| {
-                ConfigError::invalid(
-                    "replay.redis_url",
-                    "required with store = \"redis\" (e.g. \"redis://redis:6379/0\")",
-                )
-            })?;
-            // Never echo the URL: it may hold a password.
-            if url.starts_with("rediss:") {
-                return Err(ConfigError::invalid(
-                    "replay.redis_url",
-                    "rediss:// (TLS) is not supported by this build: use redis:// on a trusted network",
-                ));
-            }
-            if !url.starts_with("redis://") && !url.starts_with("unix://") && !url.starts_with("redis+unix://") {
-                return Err(ConfigError::invalid(
-                    "replay.redis_url",
-                    "must start with redis:// (or unix:// for a socket)",
-                ));
-            }
-            redis::Client::open(url.as_str()).map_err(|_| {
-                ConfigError::invalid(
-                    "replay.redis_url",
-                    "not a usable Redis URL (redis://[user:password@]host[:port][/db])",
-                )
-            })?;
-            Ok(ReplayStoreConfig::Redis { url })
-        }
+        Some("redis") => Ok(ReplayStoreConfig::Redis { url: redis(raw, base)? }),
         Some(other) => {
             Err(ConfigError::invalid("replay.store", format!("unknown store \"{other}\" (expected memory or redis)")))
         }
     }
+}
+
+/// `[replay]` with `store = "redis"` (contract section 13). Paths only: the CA bundle and the password file are
+/// read when the client is made (`runway check` does), so `runway lint` opens neither.
+fn redis(raw: RawReplay, base: &Path) -> Result<RedisConfig, ConfigError> {
+    use redis::IntoConnectionInfo;
+    const URL: &str = "replay.redis_url";
+    // Never echo the URL: it may hold a password.
+    let url = raw.redis_url.filter(|u| !u.is_empty()).ok_or_else(|| {
+        ConfigError::invalid(
+            URL,
+            "required with store = \"redis\" (e.g. \"redis://redis:6379/0\", or rediss:// for TLS)",
+        )
+    })?;
+    let tls = match url.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase()).as_deref() {
+        Some("rediss") => true,
+        Some("redis" | "unix" | "redis+unix") => false,
+        _ => return Err(ConfigError::invalid(URL, "must start with redis://, rediss:// (TLS) or unix:// (a socket)")),
+    };
+    let info = url.as_str().into_connection_info().map_err(|_| {
+        ConfigError::invalid(URL, "not a usable Redis URL (redis[s]://[user:password@]host[:port][/db])")
+    })?;
+    if matches!(info.addr(), redis::ConnectionAddr::TcpTls { insecure: true, .. }) {
+        return Err(ConfigError::invalid(
+            URL,
+            "#insecure would accept any server certificate: give the server's CA in replay.redis_ca instead",
+        ));
+    }
+    let ca = raw.redis_ca.map(|p| file_path("replay.redis_ca", &p, base)).transpose()?;
+    if ca.is_some() && !tls {
+        return Err(ConfigError::invalid(
+            "replay.redis_ca",
+            "needs a rediss:// (TLS) redis_url: over redis:// or a socket no certificate is checked",
+        ));
+    }
+    let password_file =
+        raw.redis_password_file.map(|p| file_path("replay.redis_password_file", &p, base)).transpose()?;
+    let settings = info.redis_settings();
+    let url_password = settings.password().is_some_and(|p| !p.is_empty());
+    if password_file.is_some() && url_password {
+        return Err(ConfigError::invalid(
+            "replay.redis_password_file",
+            "replay.redis_url holds a password too: keep one of them (the file keeps it out of the config)",
+        ));
+    }
+    if settings.username().is_some() && !url_password && password_file.is_none() {
+        return Err(ConfigError::invalid(
+            URL,
+            "names a user but no password: add it (user:password@) or set replay.redis_password_file",
+        ));
+    }
+    Ok(RedisConfig { url, ca, password_file })
 }
 
 fn assertion(raw: RawAssertion, base: &Path) -> Result<AssertionConfig, ConfigError> {

@@ -65,6 +65,17 @@ struct Condition {
 }
 
 impl Condition {
+    fn compile(claim: &ClaimKey, patterns: &[String]) -> Condition {
+        Condition {
+            claim: claim.clone(),
+            patterns: patterns.iter().map(|p| Pattern::new(p)).collect(),
+            expected: match patterns {
+                [one] => format!("\"{one}\""),
+                many => format!("one of {}", serde_json::to_string(many).unwrap_or_default()),
+            },
+        }
+    }
+
     fn matches(&self, claims: &Value) -> bool {
         self.claim.lookup(claims).is_some_and(|v| self.value_matches(v))
     }
@@ -100,6 +111,41 @@ impl Condition {
 struct Rule {
     issuer: String,
     conditions: Vec<Condition>,
+}
+
+/// AND-ed claim conditions on their own, with the allow rules' matcher: what a revocation names.
+#[derive(Debug, Clone)]
+pub struct Conditions(Vec<Condition>);
+
+impl Conditions {
+    /// Compiles claim conditions (claim → patterns, any may match).
+    pub fn compile(claims: &[(ClaimKey, Vec<String>)]) -> Conditions {
+        Conditions(claims.iter().map(|(claim, patterns)| Condition::compile(claim, patterns)).collect())
+    }
+
+    /// Every condition holds on these claims (and there is at least one).
+    pub fn all_match(&self, claims: &Value) -> bool {
+        !self.0.is_empty() && self.0.iter().all(|c| c.matches(claims))
+    }
+
+    /// A top-level claim and the exact values one of the conditions accepts (no glob), if any: an index key
+    /// that rules out most candidates with one hash lookup.
+    pub fn exact_key(&self) -> Option<(&str, Vec<&str>)> {
+        self.0.iter().find_map(|c| match &c.claim {
+            ClaimKey::Name(name) => {
+                let exact: Option<Vec<&str>> = c
+                    .patterns
+                    .iter()
+                    .map(|p| match p {
+                        Pattern::Exact(text) => Some(text.as_str()),
+                        Pattern::Glob(_) => None,
+                    })
+                    .collect();
+                exact.map(|values| (name.as_str(), values))
+            }
+            ClaimKey::Pointer(_) => None,
+        })
+    }
 }
 
 /// One allow rule evaluated against an identity.
@@ -144,21 +190,7 @@ impl Policy {
     pub fn compile(rules: &[RuleConfig]) -> Policy {
         let rules = rules
             .iter()
-            .map(|r| Rule {
-                issuer: r.issuer.clone(),
-                conditions: r
-                    .claims
-                    .iter()
-                    .map(|(claim, patterns)| Condition {
-                        claim: claim.clone(),
-                        patterns: patterns.iter().map(|p| Pattern::new(p)).collect(),
-                        expected: match patterns.as_slice() {
-                            [one] => format!("\"{one}\""),
-                            many => format!("one of {}", serde_json::to_string(many).unwrap_or_default()),
-                        },
-                    })
-                    .collect(),
-            })
+            .map(|r| Rule { issuer: r.issuer.clone(), conditions: Conditions::compile(&r.claims).0 })
             .collect();
         Policy { rules }
     }

@@ -27,7 +27,7 @@ pub enum Use {
 }
 
 /// Why a store could not answer. The request is then refused with 503 (fail closed).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No answer within the store's time limit.
     #[error("no answer within {0:?}")]
@@ -38,6 +38,10 @@ pub enum StoreError {
     /// Redis answered something other than `OK` or nil to `SET NX`.
     #[error("redis: unexpected reply to SET NX")]
     UnexpectedReply,
+    /// No client could be made: a file `[replay]` names became unreadable or unusable since start. The answer
+    /// (503) does not say which; the log does.
+    #[error("redis: unusable [replay] settings")]
+    Client(#[source] redis::ClientError),
 }
 
 /// Why a request on a `one_time` route is refused (mapped to HTTP by the replay step, `layer`).
@@ -97,8 +101,9 @@ impl ReplayKey {
     }
 }
 
-/// Builds the configured store. Contacts no network: a Redis connection is made on first use.
-pub fn store(config: &ReplayStoreConfig) -> Result<Arc<dyn ReplayStore>, ::redis::RedisError> {
+/// Builds the configured store. Contacts no network: a Redis connection is made on first use. Reads the files
+/// `[replay]` names (`redis_ca`, `redis_password_file`); an error names the key at fault first in its description.
+pub fn store(config: &ReplayStoreConfig) -> Result<Arc<dyn ReplayStore>, redis::ClientError> {
     Ok(match config {
         ReplayStoreConfig::Memory => Arc::new(memory::MemoryStore::new(memory::DEFAULT_CAPACITY)),
         ReplayStoreConfig::Redis { url } => Arc::new(redis::RedisStore::new(url)?),

@@ -56,17 +56,7 @@ pub enum ReloadError {
 impl ReloadError {
     /// The error and its causes on one line, for logs and the admin answer.
     pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.ends_with(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        text
+        crate::error::chain(self)
     }
 }
 
@@ -191,10 +181,12 @@ impl Reloader {
     }
 }
 
+/// The JWKS refreshers and the revocation keeper of `runtime`.
 fn spawn_refreshers(runtime: &Runtime, tasks: &mut JoinSet<()>) {
     for refresher in runtime.auth.refreshers() {
         tasks.spawn(refresher);
     }
+    tasks.spawn(runtime.revocations.keeper());
 }
 
 /// Keys that bind sockets or open files at start: a reload refuses to change them rather than half-apply them.

@@ -658,12 +658,6 @@ fn bad_configs() -> Vec<Case> {
             "must start with redis://",
         ),
         case(
-            "redis over TLS",
-            format!("{GOOD}\n[replay]\nstore = \"redis\"\nredis_url = \"rediss://redis:6380\"\n"),
-            "replay.redis_url",
-            "not supported",
-        ),
-        case(
             "unparsable redis URL (the password is not echoed)",
             format!("{GOOD}\n[replay]\nstore = \"redis\"\nredis_url = \"redis://:s3cret@redis:notaport\"\n"),
             "replay.redis_url",

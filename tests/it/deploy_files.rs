@@ -3,7 +3,12 @@
 //! sidecar manifests carry the probes, security settings and scrape annotations operators rely on; every
 //! Runway config under `deploy/` (TOML files and the `runway.toml` embedded in ConfigMaps) loads with Runway's
 //! own loader, and every file such a config names is mounted where it says; the Kong, GitLab and Docker
-//! files agree with it. Last, the binary runs from an empty directory as a non-root user, as in the image.
+//! files agree with it; the Prometheus Operator objects, the alert rules and their promtool unit tests agree
+//! with each other and with the pods; every admin port beyond loopback has a token and a NetworkPolicy. Last,
+//! the binary runs from an empty directory as a non-root user, as in the image.
+//!
+//! The same files are rendered and validated with the real tools (`kubectl kustomize`, kubernetes-validate,
+//! check-jsonschema, promtool) by `.ci/deploy-checks.sh`.
 //!
 //! YAML is read with `yaml-rust2` (YAML 1.2). Kubernetes reads YAML 1.1, where `on`, `off`, `yes` and `no`
 //! are booleans: [`kubernetes_documents_are_well_formed`] refuses them unquoted.
@@ -276,12 +281,20 @@ fn files_named_by(config: &Config) -> Vec<(&'static str, PathBuf)> {
     if let Some(assertion) = &config.assertion {
         out.push(("assertion.key", assertion.key.clone()));
     }
+    if let Some(token) = &config.admin.token_file {
+        out.push(("admin.token_file", token.clone()));
+    }
+    if let Some(redis) = config.replay.redis() {
+        out.extend(redis.ca.clone().map(|ca| ("replay.redis_ca", ca)));
+        out.extend(redis.password_file.clone().map(|file| ("replay.redis_password_file", file)));
+    }
     out
 }
 
 /// Secrets an operator makes by hand (not issued by cert-manager), with their keys; each is documented in
 /// deploy/kubernetes/README.md with the command that makes it.
-const HAND_MADE_SECRETS: &[(&str, &[&str])] = &[("runway-assertion-key", &["key.pem"])];
+const HAND_MADE_SECRETS: &[(&str, &[&str])] =
+    &[("runway-assertion-key", &["key.pem"]), ("runway-admin-token", &["token"])];
 
 // ---------------------------------------------------------------------------------------------------------
 // Parsing
@@ -296,6 +309,9 @@ fn every_yaml_and_json_file_parses() {
         "deploy/kubernetes/sidecar/deployment.yaml",
         "deploy/kong/kong.yml",
         "deploy/gitlab/.gitlab-ci.yml",
+        "deploy/prometheus/prometheusrule.yaml",
+        "deploy/prometheus/podmonitor.yaml",
+        "deploy/kubernetes/sidecar/networkpolicy.yaml",
     ] {
         assert!(docs.iter().any(|d| d.path == root().join(expected)), "{expected} was not found or not parsed");
     }
@@ -555,6 +571,254 @@ fn sidecar_pod_runs_runway_in_front_of_a_loopback_kong() {
     assert!(prestop_sleep(kong) > runway_done, "{what}: Kong stops before Runway has drained");
     let grace = pod["terminationGracePeriodSeconds"].as_i64().unwrap_or(30);
     assert!(grace > prestop_sleep(kong) && grace > runway_done, "{what}: terminationGracePeriodSeconds {grace}");
+}
+
+#[test]
+fn sidecar_network_policy_fences_the_admin_port_and_kong_has_pinned_workers() {
+    let docs = docs_in("sidecar");
+    let deployment = one(&docs, "Deployment");
+    let pod_labels = &deployment.yaml["spec"]["template"]["metadata"]["labels"];
+    let pod = &deployment.yaml["spec"]["template"]["spec"];
+    let runway = container(pod, "runway");
+    let policy = one(&docs, "NetworkPolicy");
+    let what = policy.what();
+    let selector = policy.yaml["spec"]["podSelector"]["matchLabels"].as_hash().unwrap_or_else(|| panic!("{what}"));
+    assert!(
+        !selector.is_empty() && selector.iter().all(|(k, v)| &pod_labels[k.as_str().unwrap_or_default()] == v),
+        "{what}: podSelector does not select the sidecar pods"
+    );
+    assert_eq!(string_list(&policy.yaml["spec"]["policyTypes"]), ["Ingress"], "{what}: policyTypes");
+    let rules = list(&policy.yaml["spec"]["ingress"]);
+    let ports_of =
+        |rule: &Yaml| -> Vec<i64> { list(&rule["ports"]).iter().filter_map(|p| p["port"].as_i64()).collect() };
+    let https = resolve_port(runway, &Yaml::String("https".into())).unwrap_or_else(|| panic!("no https port"));
+    let admin = resolve_port(runway, &Yaml::String("admin".into())).unwrap_or_else(|| panic!("no admin port"));
+    assert!(rules.iter().any(|r| ports_of(r).contains(&https)), "{what}: no rule for Runway's TLS port {https}");
+    // Every rule reaching the admin port names its peers: the monitoring namespace AND Prometheus' pods.
+    let admin_rules: Vec<&Yaml> =
+        rules.iter().filter(|r| ports_of(r).contains(&admin) || list(&r["ports"]).is_empty()).collect();
+    assert!(!admin_rules.is_empty(), "{what}: no rule admits the admin port {admin}: the probes' scraper is cut off");
+    for rule in admin_rules {
+        let peers = list(&rule["from"]);
+        assert!(!peers.is_empty(), "{what}: the admin port {admin} is open to everyone");
+        for peer in peers {
+            assert!(!peer["namespaceSelector"]["matchLabels"].is_badvalue(), "{what}: an admin peer without namespace");
+            assert!(!peer["podSelector"]["matchLabels"].is_badvalue(), "{what}: an admin peer without pod selector");
+        }
+    }
+    // The admin listener is beyond loopback here: the config must carry a token (contract section 6).
+    assert_eq!(env(runway, "RUNWAY__ADMIN__LISTEN"), Some("0.0.0.0:9901"), "{}", deployment.what());
+    let (config, _) = runway_config_of(&docs, pod, runway);
+    assert_eq!(i64::from(config.admin.listen.port()), admin, "{}: the admin containerPort", deployment.what());
+
+    // Kong's nginx workers: `auto` is one per CPU of the node; pinned, they fit the memory limit.
+    let kong = container(pod, "kong");
+    let workers: i64 = env(kong, "KONG_NGINX_WORKER_PROCESSES")
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("{}: KONG_NGINX_WORKER_PROCESSES must be a number", deployment.what()));
+    let limit = kong["resources"]["limits"]["memory"].as_str().unwrap_or_default();
+    let limit_mib: i64 = match limit.strip_suffix("Gi") {
+        Some(gi) => gi.parse::<i64>().map(|g| g * 1024).unwrap_or(0),
+        None => limit.strip_suffix("Mi").and_then(|m| m.parse().ok()).unwrap_or(0),
+    };
+    assert!(
+        workers >= 1 && workers * 256 <= limit_mib,
+        "{}: {workers} Kong workers do not fit the {limit} memory limit (budget 256Mi each)",
+        deployment.what()
+    );
+}
+
+#[test]
+fn every_admin_listener_beyond_loopback_requires_a_token() {
+    for sub in ["edge", "sidecar"] {
+        let docs = docs_in(sub);
+        for deployment in docs.iter().filter(|d| d.kind() == "Deployment") {
+            let pod = &deployment.yaml["spec"]["template"]["spec"];
+            let runway = container(pod, "runway");
+            let (config, mounts) = runway_config_of(&docs, pod, runway);
+            let listen = env(runway, "RUNWAY__ADMIN__LISTEN").map(str::to_string);
+            let ip = listen
+                .as_deref()
+                .and_then(|l| l.parse::<std::net::SocketAddr>().ok())
+                .map_or(config.admin.listen.ip(), |a| a.ip());
+            if ip.is_loopback() {
+                continue;
+            }
+            let token = config.admin.token_file.as_ref().unwrap_or_else(|| {
+                panic!("{}: the admin listener is on {ip}, so [admin] token_file is required", deployment.what())
+            });
+            let source = mounts.source(token, &format!("{} admin.token_file", deployment.what()));
+            assert!(
+                matches!(source, Some(Source::Secret { .. })),
+                "{}: admin.token_file must come from a Secret, not {source:?}",
+                deployment.what()
+            );
+        }
+    }
+}
+
+/// Every kustomization lists every manifest of its directory, so that a new file (a NetworkPolicy...) is applied;
+/// the exceptions are the files documented as applied elsewhere.
+#[test]
+fn every_kustomization_lists_its_manifests() {
+    const APPLIED_ELSEWHERE: &[&str] = &["deploy/kubernetes/edge/networkpolicy-kong.yaml"];
+    let mut dirs: Vec<PathBuf> = files_under(&root().join("deploy"), &["kustomization.yaml"])
+        .iter()
+        .filter_map(|p| p.parent().map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 4, "kustomizations found: {dirs:?}");
+    for dir in dirs {
+        let path = dir.join("kustomization.yaml");
+        let k = &YamlLoader::load_from_str(&read(&path)).unwrap_or_else(|e| panic!("{}: {e}", shown(&path)))[0];
+        let listed = string_list(&k["resources"]);
+        let mut present: Vec<String> = fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", shown(&dir)))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .filter(|p| p.file_name().is_some_and(|n| n != "kustomization.yaml"))
+            // Kubernetes objects only (runway-alerts.yml beside the PrometheusRule is a plain rule file).
+            .filter(|p| {
+                YamlLoader::load_from_str(&read(p)).is_ok_and(|d| d.iter().any(|d| !d["apiVersion"].is_badvalue()))
+            })
+            .filter(|p| !APPLIED_ELSEWHERE.contains(&shown(p).as_str()))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect();
+        present.sort();
+        let mut listed_sorted: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+        listed_sorted.sort();
+        assert_eq!(listed_sorted, present, "{}: resources vs the manifests beside it", shown(&path));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Prometheus: rules, their unit tests, the Operator objects
+// ---------------------------------------------------------------------------------------------------------
+
+fn yaml_file(relative: &str) -> Yaml {
+    let path = root().join(relative);
+    let mut docs = YamlLoader::load_from_str(&read(&path)).unwrap_or_else(|e| panic!("{relative}: {e}"));
+    assert_eq!(docs.len(), 1, "{relative}: one document");
+    docs.remove(0)
+}
+
+/// `(name, expr)` of every alert of deploy/prometheus/runway-alerts.yml.
+fn alerts() -> Vec<(String, String)> {
+    let rules = yaml_file("deploy/prometheus/runway-alerts.yml");
+    let out: Vec<(String, String)> = list(&rules["groups"])
+        .iter()
+        .flat_map(|g| list(&g["rules"]))
+        .filter_map(|r| Some((r["alert"].as_str()?.to_string(), r["expr"].as_str()?.to_string())))
+        .collect();
+    assert!(out.len() >= 8, "only {} alerts", out.len());
+    out
+}
+
+#[test]
+fn the_prometheus_rule_carries_the_rule_files_groups() {
+    let plain = yaml_file("deploy/prometheus/runway-alerts.yml");
+    let operator = yaml_file("deploy/prometheus/prometheusrule.yaml");
+    assert_eq!(operator["apiVersion"].as_str(), Some("monitoring.coreos.com/v1"));
+    assert_eq!(operator["kind"].as_str(), Some("PrometheusRule"));
+    assert!(!plain["groups"].is_badvalue() && !list(&plain["groups"]).is_empty(), "runway-alerts.yml: no groups");
+    assert!(
+        operator["spec"]["groups"] == plain["groups"],
+        "deploy/prometheus/prometheusrule.yaml's spec.groups differ from runway-alerts.yml's groups: \
+         run `python3 .ci/deploy_checks.py prometheusrule --write`"
+    );
+}
+
+#[test]
+fn no_alert_depends_on_the_scrape_jobs_name() {
+    for (name, expr) in alerts() {
+        let squashed: String = expr.chars().filter(|c| !c.is_whitespace()).collect();
+        for matcher in ["job=", "job!=", "job=~", "job!~"] {
+            assert!(!squashed.contains(matcher), "{name}: selects a scrape job ({matcher}): {expr}");
+        }
+        // `up` covers every target of a job, Runway's or not (kubernetes-pods).
+        let reads_up = squashed.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|w| w == "up");
+        assert!(!reads_up, "{name}: reads `up`, which does not tell Runway's targets from others: {expr}");
+    }
+}
+
+#[test]
+fn every_alert_has_promtool_tests_firing_and_quiet_under_kubernetes_pods() {
+    let mut firing: BTreeMap<String, usize> = BTreeMap::new();
+    let mut quiet: BTreeMap<String, usize> = BTreeMap::new();
+    let mut under_kubernetes_pods: BTreeMap<String, usize> = BTreeMap::new();
+    let files = files_under(&root().join("deploy/prometheus/tests"), &[".yml", ".yaml"]);
+    assert!(!files.is_empty(), "no promtool tests under deploy/prometheus/tests");
+    for path in files {
+        let text = read(&path);
+        let doc = &YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", shown(&path)))[0];
+        assert_eq!(string_list(&doc["rule_files"]), ["../runway-alerts.yml"], "{}: rule_files", shown(&path));
+        for test in list(&doc["tests"]) {
+            let series: Vec<&str> = list(&test["input_series"]).iter().filter_map(|s| s["series"].as_str()).collect();
+            let k8s = series.iter().any(|s| s.contains(r#"job="kubernetes-pods""#));
+            for case in list(&test["alert_rule_test"]) {
+                let name = case["alertname"].as_str().unwrap_or_default().to_string();
+                let expected = list(&case["exp_alerts"]);
+                // promtool compares annotations too: an expected alert without them could never pass.
+                for alert in expected {
+                    assert!(!alert["exp_annotations"].is_badvalue(), "{}: {name}: exp_annotations", shown(&path));
+                }
+                *if expected.is_empty() { quiet.entry(name.clone()) } else { firing.entry(name.clone()) }
+                    .or_default() += 1;
+                if k8s {
+                    *under_kubernetes_pods.entry(name).or_default() += 1;
+                }
+            }
+        }
+    }
+    for (name, _) in alerts() {
+        assert!(firing.contains_key(&name), "{name}: no promtool case where it fires");
+        assert!(quiet.contains_key(&name), "{name}: no promtool case where it stays quiet");
+        assert!(under_kubernetes_pods.contains_key(&name), "{name}: no promtool case with job=\"kubernetes-pods\"");
+    }
+}
+
+#[test]
+fn the_pod_monitor_scrapes_both_layouts_admin_port() {
+    let monitor = yaml_file("deploy/prometheus/podmonitor.yaml");
+    assert_eq!(monitor["kind"].as_str(), Some("PodMonitor"));
+    let endpoints = list(&monitor["spec"]["podMetricsEndpoints"]);
+    assert_eq!(endpoints.len(), 1, "podmonitor.yaml: one endpoint");
+    let port = endpoints[0]["port"].as_str().unwrap_or_default();
+    assert_eq!(endpoints[0]["path"].as_str(), Some("/metrics"), "podmonitor.yaml: path");
+    let selector = &monitor["spec"]["selector"];
+    let selects = |labels: &Yaml| -> bool {
+        let by_labels = selector["matchLabels"]
+            .as_hash()
+            .into_iter()
+            .flatten()
+            .all(|(k, v)| &labels[k.as_str().unwrap_or_default()] == v);
+        let by_expressions = list(&selector["matchExpressions"]).iter().all(|e| {
+            let value = labels[e["key"].as_str().unwrap_or_default()].as_str().unwrap_or_default();
+            e["operator"].as_str() == Some("In") && string_list(&e["values"]).contains(&value)
+        });
+        by_labels && by_expressions
+    };
+    for sub in ["edge", "sidecar"] {
+        let docs = docs_in(sub);
+        let deployment = one(&docs, "Deployment");
+        let template = &deployment.yaml["spec"]["template"];
+        assert!(selects(&template["metadata"]["labels"]), "podmonitor.yaml does not select {}", deployment.what());
+        let pod = &template["spec"];
+        let (config, _) = runway_config_of(&docs, pod, container(pod, "runway"));
+        // The named port is Runway's admin listener, and no other container of the pod has that name.
+        let owners: Vec<&str> = containers(pod)
+            .iter()
+            .filter(|c| list(&c["ports"]).iter().any(|p| p["name"].as_str() == Some(port)))
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(owners, ["runway"], "{}: port {port:?}", deployment.what());
+        assert_eq!(
+            resolve_port(container(pod, "runway"), &Yaml::String(port.into())),
+            Some(i64::from(config.admin.listen.port())),
+            "{}: port {port:?} is the admin listener",
+            deployment.what()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

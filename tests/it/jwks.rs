@@ -87,7 +87,8 @@ async fn discovery_is_used_by_default() {
     assert!(idp.jwks_fetches() >= 1, "the discovered jwks_uri was fetched");
     env.accepted(&runway, &token(&key, &idp)).await;
     let (status, body) = runway.readyz().await;
-    assert_eq!((status, body), (200, json!({"ready": true, "missing": []})));
+    assert_eq!((status, &body["ready"], &body["missing"]), (200, &json!(true), &json!([])), "{body}");
+    assert_eq!(body["revocations"]["store"], "memory", "{body}");
 }
 
 #[tokio::test]

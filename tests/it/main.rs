@@ -25,6 +25,7 @@ mod observability;
 mod proxy;
 mod reload;
 mod replay;
+mod revocations;
 mod support_selftest;
 mod token_cache;
 mod verification;

@@ -372,3 +372,38 @@ async fn the_audit_event_is_written_before_the_response_completes() {
         assert!(event.is_some_and(|e| e["status"] == resp.status.as_u16()), "{path}: no event for {id} yet");
     }
 }
+
+/// `runway_proxy_overhead_seconds` is Runway's own time on each request Kong answered: a slow Kong makes the
+/// request slower but not the overhead, and refusals (which never reach Kong) are not in it.
+#[tokio::test]
+async fn proxy_overhead_excludes_kongs_time_and_counts_only_forwarded_requests() {
+    let Backends { pki, key, idp, upstream } = Backends::start().await;
+    let config = format!(
+        "{}{}{ROUTES}",
+        base_config(&pki, &upstream.url()),
+        issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, "")
+    );
+    let runway = Runway::start(&pki, &config).await;
+    runway.wait_ready().await;
+    let client = TestClient::new(&pki);
+    let good = key.mint(&claims(&idp.issuer(), AUD, json!({"environment": "production"})));
+    let staging = key.mint(&claims(&idp.issuer(), AUD, json!({"environment": "staging"})));
+    upstream.set_delay(Duration::from_millis(300));
+    for _ in 0..3 {
+        assert_eq!(post(&client, &runway.url("/deploy/x"), Some(&good)).await.status, 200);
+    }
+    assert_eq!(post(&client, &runway.url("/deploy/x"), Some(&staging)).await.status, 403);
+    assert_eq!(post(&client, &runway.url("/deploy/x"), None).await.status, 401);
+    // A report-mode would-deny is forwarded, so it is Runway's overhead too.
+    assert_eq!(post(&client, &runway.url("/shadow/x"), Some(&staging)).await.status, 200);
+
+    let (_, text) = runway.admin_get("/metrics").await;
+    let count = value(&text, "runway_proxy_overhead_seconds_count", &[]);
+    let sum = value(&text, "runway_proxy_overhead_seconds_sum", &[]).unwrap_or(f64::NAN);
+    let requests = value(&text, "runway_request_duration_seconds_sum", &[("route", "deploy")]).unwrap_or(0.0);
+    assert_eq!(count, Some(4.0), "three allowed and one would-deny reached Kong:\n{text}");
+    assert!(requests >= 0.9, "the requests took Kong's 300 ms each: {requests}");
+    assert!((0.0..0.25).contains(&sum), "Kong's 1.2 s is not Runway's overhead: {sum}");
+    let fastest = value(&text, "runway_proxy_overhead_seconds_bucket", &[("le", "0.25")]);
+    assert_eq!(fastest, Some(4.0), "{text}");
+}
