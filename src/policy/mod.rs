@@ -128,6 +128,20 @@ impl Conditions {
         !self.0.is_empty() && self.0.iter().all(|c| c.matches(claims))
     }
 
+    /// The first condition's top-level claim name (`None` for a JSON Pointer): revocations that share it can
+    /// look the claim up once.
+    pub fn first_claim(&self) -> Option<&str> {
+        match &self.0.first()?.claim {
+            ClaimKey::Name(name) => Some(name),
+            ClaimKey::Pointer(_) => None,
+        }
+    }
+
+    /// Whether the first condition accepts `value` (the claim it names, already looked up).
+    pub fn first_matches(&self, value: &Value) -> bool {
+        self.0.first().is_some_and(|c| c.value_matches(value))
+    }
+
     /// A top-level claim and the exact values one of the conditions accepts (no glob), if any: an index key
     /// that rules out most candidates with one hash lookup.
     pub fn exact_key(&self) -> Option<(&str, Vec<&str>)> {
