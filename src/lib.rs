@@ -28,6 +28,7 @@ pub mod limit;
 pub mod lint;
 pub mod metrics;
 pub mod observe;
+pub mod otel;
 pub mod overload;
 pub mod policy;
 pub mod proxy;

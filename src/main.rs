@@ -158,7 +158,11 @@ fn init_logging(level: &str, format: LogFormat) {
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = runway::config::load(path)?;
     let lint = runway::lint::Counts::of(&runway::lint::lint(&config));
-    let telemetry = runway::proxy::Telemetry { metrics: Arc::new(runway::metrics::Metrics::new()?), audit: None };
+    let telemetry = runway::proxy::Telemetry {
+        metrics: Arc::new(runway::metrics::Metrics::new()?),
+        audit: None,
+        export_runtime: None,
+    };
     let runtime = runway::proxy::Runtime::build(config, telemetry)?;
     let c = &runtime.config;
     println!(
@@ -244,7 +248,11 @@ fn explain(
         (None, None) => None,
     };
     let config = runway::config::load(path)?;
-    let telemetry = runway::proxy::Telemetry { metrics: Arc::new(runway::metrics::Metrics::new()?), audit: None };
+    let telemetry = runway::proxy::Telemetry {
+        metrics: Arc::new(runway::metrics::Metrics::new()?),
+        audit: None,
+        export_runtime: None,
+    };
     let runtime = runway::proxy::Runtime::build(config, telemetry)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let (verdict, report) = rt.block_on(runway::explain::explain(&runtime, &method, &url, token.as_deref()));

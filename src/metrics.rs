@@ -47,6 +47,8 @@ pub mod names {
     pub const REPLAY_REFUSED_TOTAL: &str = "replay_refused_total";
     /// Replay checks the store could not answer (each one a 503).
     pub const REPLAY_STORE_ERRORS_TOTAL: &str = "replay_store_errors_total";
+    /// Span batches the trace exporter could not deliver (`[tracing]`).
+    pub const TRACE_EXPORT_ERRORS_TOTAL: &str = "trace_export_errors_total";
 }
 
 /// Latency buckets: fine below a millisecond (proxy overhead), coarse up to a minute (slow deploys).
@@ -93,6 +95,8 @@ pub struct Metrics {
     pub replay_refused: IntCounter,
     /// `replay_store_errors_total`.
     pub replay_store_errors: IntCounter,
+    /// `trace_export_errors_total`.
+    pub trace_export_errors: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -169,6 +173,10 @@ impl Metrics {
                 REPLAY_STORE_ERRORS_TOTAL,
                 "Replay checks the store could not answer (each answered 503).",
             ))?,
+            trace_export_errors: IntCounter::with_opts(opts(
+                TRACE_EXPORT_ERRORS_TOTAL,
+                "Span batches the trace exporter could not deliver (after its retries); their spans are lost.",
+            ))?,
             registry,
         };
         let build_info = IntGaugeVec::new(opts(BUILD_INFO, "Build information."), &["version"])?;
@@ -193,6 +201,7 @@ impl Metrics {
         r.register(Box::new(m.audit_events.clone()))?;
         r.register(Box::new(m.replay_refused.clone()))?;
         r.register(Box::new(m.replay_store_errors.clone()))?;
+        r.register(Box::new(m.trace_export_errors.clone()))?;
         // Series that alerting rules read from the start, so "absent" never hides "zero".
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);
