@@ -26,4 +26,5 @@ mod reload;
 mod replay;
 mod support_selftest;
 mod token_cache;
+mod tracing;
 mod verification;

@@ -83,7 +83,8 @@ async fn metrics_and_audit_describe_every_request() {
         v("runway_auth_decisions_total", &[("issuer", issuer), ("decision", decision), ("reason", reason)])
     };
     assert_eq!(decisions("gitlab", "allow", "none"), Some(2.0));
-    assert_eq!(decisions("gitlab", "deny", "policy"), Some(2.0), "one enforced, one in report mode");
+    assert_eq!(decisions("gitlab", "deny", "policy"), Some(1.0), "the enforced refusal");
+    assert_eq!(decisions("gitlab", "would_deny", "policy"), Some(1.0), "report mode: counted as a shadow denial");
     assert_eq!(decisions("gitlab", "deny", "expired"), Some(1.0));
     assert_eq!(decisions("-", "deny", "missing"), Some(1.0));
     assert_eq!(decisions("-", "deny", "malformed"), Some(1.0));
