@@ -165,8 +165,13 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
     };
     let runtime = runway::proxy::Runtime::build(config, telemetry)?;
     let c = &runtime.config;
+    // Where spans would go once the OTEL_* variables are applied: what an operator wants confirmed.
+    let tracing = c
+        .tracing
+        .as_ref()
+        .map_or_else(String::new, |t| format!("; tracing to {} at sample_ratio {}", t.traces_url, t.sample_ratio));
     println!(
-        "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}; lint: {} error(s), {} warning(s) \
+        "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}{tracing}; lint: {} error(s), {} warning(s) \
          (details: runway lint -c {})",
         c.issuers.len(),
         c.routes.len(),

@@ -503,6 +503,11 @@ async fn config_errors_in_the_tracing_section_name_the_key() {
     };
     let ok = check(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel-collector.invalid:4318")]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let summary = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(
+        summary.contains("; tracing to http://otel-collector.invalid:4318/v1/traces at sample_ratio 1;"),
+        "the variable applies when the key is absent: {summary}"
+    );
     let bad = check(&[("OTEL_TRACES_SAMPLER", "jaeger_remote")]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
