@@ -54,6 +54,10 @@ pub struct Event {
     pub client_ip: Option<String>,
     /// Time to the response head, in milliseconds.
     pub duration_ms: f64,
+    /// The request's trace id (32 hex digits), with `[tracing]`: an audit line leads to its trace. Left out
+    /// without `[tracing]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// Formats a time as RFC 3339 with milliseconds.

@@ -3,6 +3,9 @@
 //! would-deny, whether the request was handed to Kong). Shared, not moved with the request: whichever
 //! answer ends the request (a refusal, Kong's response, an upstream error or the whole-request timeout,
 //! which drops the steps mid-way) is attributed to what had been decided by then.
+//!
+//! With `[tracing]`, the context also carries the request's trace ([`RequestTrace`]): fixed when the context is
+//! made, so steps read it without the record's lock, and each opens its own span under it.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -11,6 +14,7 @@ use http::Request;
 use crate::auth::Identity;
 use crate::config::RouteMode;
 use crate::error::Rejection;
+use crate::otel::RequestTrace;
 use crate::routing::Route;
 
 /// An authentication or policy decision, for `auth_decisions_total`.
@@ -67,12 +71,28 @@ impl Record {
 
 /// See the module docs. Cloning shares the record.
 #[derive(Debug, Clone, Default)]
-pub struct RequestContext(Arc<Mutex<Record>>);
+pub struct RequestContext(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    record: Mutex<Record>,
+    trace: Option<RequestTrace>,
+}
 
 impl RequestContext {
     /// A new record for a request with this id.
     pub fn new(request_id: Option<crate::request_id::RequestId>) -> Self {
-        RequestContext(Arc::new(Mutex::new(Record { request_id, ..Record::default() })))
+        Self::traced(request_id, None)
+    }
+
+    /// A new record for a request with this id and, with `[tracing]`, its trace.
+    pub fn traced(request_id: Option<crate::request_id::RequestId>, trace: Option<RequestTrace>) -> Self {
+        RequestContext(Arc::new(Shared { record: Mutex::new(Record { request_id, ..Record::default() }), trace }))
+    }
+
+    /// The request's trace, with `[tracing]`.
+    pub fn trace(&self) -> Option<&RequestTrace> {
+        self.0.trace.as_ref()
     }
 
     /// The request's record; a detached empty one if the pipeline's top did not make one (unit tests).
@@ -81,7 +101,7 @@ impl RequestContext {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Record) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut self.0.record.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// A copy of what has been decided so far.

@@ -3,7 +3,8 @@
 //! the request's Host, so `preserve_host` can hand Kong the client's host without changing where we dial.
 //! A response body that breaks off mid-stream is logged and counted here, where the break is seen. The
 //! `upstream.protocol` setting chooses what ALPN offers: both versions (h2 preferred), HTTP/1.1 only (a pool
-//! of keep-alive connections) or h2 only.
+//! of keep-alive connections) or h2 only. With `[tracing]`, the call is the request's `upstream` span and Kong
+//! receives a `traceparent` naming it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use crate::error::Rejection;
 use crate::limit::StallTimer;
 use crate::limit::{BodyFault, BodyFaultKind};
 use crate::metrics::Metrics;
+use crate::otel::propagation::{TRACEPARENT, TRACESTATE};
 use crate::tls::{self, TlsError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -170,6 +172,11 @@ where
         Ok(Upstream { client, authority, preserve_host: config.preserve_host, timeout: config.timeout, body_limit })
     }
 
+    /// The host and port every connection goes to (for the upstream span).
+    pub fn address(&self) -> (&str, u16) {
+        (self.authority.host(), self.authority.port_u16().unwrap_or(443))
+    }
+
     /// Sends the request to Kong and returns its response head (the body streams on).
     pub async fn forward(
         &self,
@@ -281,12 +288,32 @@ where
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let context = RequestContext::of(&req);
-            let (parts, body) = req.into_parts();
+            let (mut parts, body) = req.into_parts();
             let host = crate::layer::request_host(&parts);
             context.set_forwarded(true);
             let request_id = parts.extensions.get::<crate::request_id::RequestId>().cloned();
+            // With [tracing], Kong's spans join the trace under this one (also when it is not sampled: Kong then
+            // records nothing either, and its logs still carry the trace id). The client's own copies of both
+            // headers were stripped with the other headers Runway sets.
+            let span = context.trace().map(|trace| {
+                let (address, port) = upstream.address();
+                let span = trace.upstream(&parts.method, address, port);
+                parts.headers.insert(TRACEPARENT, span.traceparent());
+                if let Some(state) = span.tracestate() {
+                    parts.headers.insert(TRACESTATE, state);
+                }
+                span
+            });
             let started = std::time::Instant::now();
-            match upstream.forward(Request::from_parts(parts, body), host).await {
+            let result = upstream.forward(Request::from_parts(parts, body), host).await;
+            if let Some(span) = span {
+                match &result {
+                    Ok(response) => span.answered(response.status()),
+                    Err(e) => span.fail(e.kind().unwrap_or("client_body")),
+                }
+                span.end();
+            }
+            match result {
                 Ok(response) => {
                     let waited = started.elapsed();
                     metrics.upstream_duration.observe(waited.as_secs_f64());

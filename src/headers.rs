@@ -48,8 +48,10 @@ fn canonical(name: &str) -> std::borrow::Cow<'_, str> {
     if name.contains('_') { name.replace('_', "-").into() } else { name.into() }
 }
 
-/// The header names Runway sets from its config (`[issuers.headers]` names, `[assertion] header`), in the
-/// canonical spelling (lower case, `-` for `_`): a client's copy of any of them is stripped like `X-Runway-*`.
+/// The header names Runway sets from its config (`[issuers.headers]` names, `[assertion] header`, and with
+/// `[tracing]` the W3C `traceparent` and `tracestate`), in the canonical spelling (lower case, `-` for `_`): a
+/// client's copy of any of them is stripped like `X-Runway-*`. (A trusted caller's trace context was read before
+/// the strip, and continues in the `traceparent` Runway writes.)
 #[derive(Debug, Clone, Default)]
 pub struct Protected(Arc<[Box<str>]>);
 
@@ -58,7 +60,9 @@ impl Protected {
     pub fn from_config(config: &crate::config::Config) -> Protected {
         let issuer_headers = config.issuers.iter().flat_map(|i| i.headers.iter().map(|(name, _)| name.as_str()));
         let assertion = config.assertion.as_ref().map(|a| a.header.as_str());
-        let mut names: Vec<Box<str>> = issuer_headers.chain(assertion).map(|n| canonical(n).into()).collect();
+        let trace_context = config.tracing.iter().flat_map(|_| ["traceparent", "tracestate"]);
+        let mut names: Vec<Box<str>> =
+            issuer_headers.chain(assertion).chain(trace_context).map(|n| canonical(n).into()).collect();
         names.sort_unstable();
         names.dedup();
         Protected(names.into())

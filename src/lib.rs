@@ -8,8 +8,9 @@
 //! strip what the client may not say), [`routing`], [`auth`] (verify the token), [`policy`] (may they?),
 //! [`limit`] (body cap), [`replay`] (a `one_time` route's token passes once), [`headers`] (say who they
 //! are), [`assertion`] (and sign it), then [`forward`] to Kong over mTLS. [`observe`] records [`metrics`]
-//! and the [`audit`] trail for every request; [`admin`] serves metrics, health and readiness; [`config`]
-//! loads and validates it all, and [`lint`] reviews its trust policy.
+//! and the [`audit`] trail for every request, and with `[tracing]` its trace ([`otel`]: a span per step,
+//! exported over OTLP); [`admin`] serves metrics, health and readiness; [`config`] loads and validates it all,
+//! and [`lint`] reviews its trust policy.
 
 pub mod admin;
 pub mod assertion;
@@ -28,6 +29,7 @@ pub mod limit;
 pub mod lint;
 pub mod metrics;
 pub mod observe;
+pub mod otel;
 pub mod overload;
 pub mod policy;
 pub mod proxy;

@@ -290,11 +290,20 @@ fn init_logging(level: &str, format: LogFormat) {
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = runway::config::load(path)?;
     let lint = runway::lint::Counts::of(&runway::lint::lint(&config));
-    let telemetry = runway::proxy::Telemetry { metrics: Arc::new(runway::metrics::Metrics::new()?), audit: None };
+    let telemetry = runway::proxy::Telemetry {
+        metrics: Arc::new(runway::metrics::Metrics::new()?),
+        audit: None,
+        export_runtime: None,
+    };
     let runtime = runway::proxy::Runtime::build(config, telemetry)?;
     let c = &runtime.config;
+    // Where spans would go once the OTEL_* variables are applied: what an operator wants confirmed.
+    let tracing = c
+        .tracing
+        .as_ref()
+        .map_or_else(String::new, |t| format!("; tracing to {} at sample_ratio {}", t.traces_url, t.sample_ratio));
     println!(
-        "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}; lint: {} error(s), {} warning(s) \
+        "ok: {} issuer(s), {} route(s); listen {}, admin {}, upstream {}{tracing}; lint: {} error(s), {} warning(s) \
          (details: runway lint -c {})",
         c.issuers.len(),
         c.routes.len(),
@@ -376,7 +385,11 @@ fn explain(
         (None, None) => None,
     };
     let config = runway::config::load(path)?;
-    let telemetry = runway::proxy::Telemetry { metrics: Arc::new(runway::metrics::Metrics::new()?), audit: None };
+    let telemetry = runway::proxy::Telemetry {
+        metrics: Arc::new(runway::metrics::Metrics::new()?),
+        audit: None,
+        export_runtime: None,
+    };
     let runtime = runway::proxy::Runtime::build(config, telemetry)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     let (verdict, report) = rt.block_on(runway::explain::explain(&runtime, &method, &url, token.as_deref()));

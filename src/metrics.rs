@@ -23,6 +23,8 @@ pub mod names {
     pub const JWKS_LAST_SUCCESS_TIMESTAMP_SECONDS: &str = "jwks_last_success_timestamp_seconds";
     /// Time to Kong's response head.
     pub const UPSTREAM_DURATION_SECONDS: &str = "upstream_duration_seconds";
+    /// Report-mode refusals, by route and reason.
+    pub const WOULD_DENY_TOTAL: &str = "would_deny_total";
     /// Revocations in force.
     pub const REVOCATIONS_ACTIVE: &str = "revocations_active";
     /// Failed exchanges with the shared revocation store.
@@ -53,6 +55,8 @@ pub mod names {
     pub const REPLAY_REFUSED_TOTAL: &str = "replay_refused_total";
     /// Replay checks the store could not answer (each one a 503).
     pub const REPLAY_STORE_ERRORS_TOTAL: &str = "replay_store_errors_total";
+    /// Span batches the trace exporter could not deliver (`[tracing]`).
+    pub const TRACE_EXPORT_ERRORS_TOTAL: &str = "trace_export_errors_total";
 }
 
 /// Latency buckets: fine below a millisecond (proxy overhead), coarse up to a minute (slow deploys).
@@ -85,6 +89,9 @@ pub struct Metrics {
     /// less the wait for Kong's), measured on that request, so it never goes negative as a difference of two
     /// histograms over different requests does.
     pub proxy_overhead: Histogram,
+    /// `would_deny_total{route,reason}` (beyond the contract): report-mode refusals per route, the signal that
+    /// a route is ready to enforce (`auth_decisions_total` has no route label).
+    pub would_deny: IntCounterVec,
     /// `revocations_active`.
     pub revocations_active: IntGauge,
     /// `revocation_sync_errors_total`.
@@ -111,6 +118,8 @@ pub struct Metrics {
     pub replay_refused: IntCounter,
     /// `replay_store_errors_total`.
     pub replay_store_errors: IntCounter,
+    /// `trace_export_errors_total`.
+    pub trace_export_errors: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -166,6 +175,10 @@ impl Metrics {
                 .namespace("runway")
                 .buckets(OVERHEAD_BUCKETS.to_vec()),
             )?,
+            would_deny: IntCounterVec::new(
+                opts(WOULD_DENY_TOTAL, "Report-mode refusals (forwarded anyway), by route and reason."),
+                &["route", "reason"],
+            )?,
             revocations_active: IntGauge::with_opts(opts(REVOCATIONS_ACTIVE, "Revocations in force."))?,
             revocation_sync_errors: IntCounter::with_opts(opts(
                 REVOCATION_SYNC_ERRORS_TOTAL,
@@ -200,6 +213,10 @@ impl Metrics {
                 REPLAY_STORE_ERRORS_TOTAL,
                 "Replay checks the store could not answer (each answered 503).",
             ))?,
+            trace_export_errors: IntCounter::with_opts(opts(
+                TRACE_EXPORT_ERRORS_TOTAL,
+                "Span batches the trace exporter could not deliver (after its retries); their spans are lost.",
+            ))?,
             registry,
         };
         let build_info = IntGaugeVec::new(opts(BUILD_INFO, "Build information."), &["version"])?;
@@ -215,6 +232,7 @@ impl Metrics {
         r.register(Box::new(m.upstream_duration.clone()))?;
         r.register(Box::new(m.proxy_overhead.clone()))?;
         r.register(Box::new(m.upstream_errors.clone()))?;
+        r.register(Box::new(m.would_deny.clone()))?;
         r.register(Box::new(m.revocations_active.clone()))?;
         r.register(Box::new(m.revocation_sync_errors.clone()))?;
         r.register(Box::new(m.connections_active.clone()))?;
@@ -227,6 +245,7 @@ impl Metrics {
         r.register(Box::new(m.audit_events.clone()))?;
         r.register(Box::new(m.replay_refused.clone()))?;
         r.register(Box::new(m.replay_store_errors.clone()))?;
+        r.register(Box::new(m.trace_export_errors.clone()))?;
         // Series that alerting rules read from the start, so "absent" never hides "zero".
         for result in ["ok", "error"] {
             m.config_reloads.with_label_values(&[result]);

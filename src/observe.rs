@@ -1,7 +1,11 @@
-//! Observation of every request: a tracing span (request id, method), the request metrics, the auth decision
-//! metric and the audit event. This layer makes the request's [`RequestContext`], which the steps below fill
-//! in; once the response exists it reads that record, and the reason of a refusal ([`Refused`]) on the
-//! response, whichever step answered (the whole-request timeout included).
+//! Observation of every request: a log span (request id, method), the request metrics, the auth decision
+//! metric and the audit event, and with `[tracing]` the request's server span. This layer makes the request's
+//! [`RequestContext`] (with its trace), which the steps below fill in; once the response exists it reads that
+//! record, and the reason of a refusal ([`Refused`]) on the response, whichever step answered (the
+//! whole-request timeout included).
+//!
+//! `auth_decisions_total` counts a report-mode route's refusal as `would_deny` (contract section 6), as the
+//! audit event does: a shadow rollout is visible as such and never looks like a spike of real denials.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use crate::audit::{AuditLog, Event, rfc3339};
 use crate::context::{Record, RequestContext};
 use crate::layer::{Answers, Refused};
 use crate::metrics::Metrics;
+use crate::otel::{Outcome, Tracing};
 use crate::request_id::RequestId;
 
 /// Observes requests on one connection.
@@ -24,12 +29,21 @@ pub struct ObserveLayer {
     audit: Option<AuditLog>,
     audit_claims: Arc<[String]>,
     peer: SocketAddr,
+    tracing: Option<Arc<Tracing>>,
+    trust_caller_trace: bool,
 }
 
 impl ObserveLayer {
     /// For one connection from `peer`.
     pub fn new(metrics: Arc<Metrics>, audit: Option<AuditLog>, audit_claims: Arc<[String]>, peer: SocketAddr) -> Self {
-        ObserveLayer { metrics, audit, audit_claims, peer }
+        ObserveLayer { metrics, audit, audit_claims, peer, tracing: None, trust_caller_trace: false }
+    }
+
+    /// With `[tracing]`: a server span per request, continuing the caller's trace when `trust_caller_trace`.
+    pub fn traced(mut self, tracing: Option<Arc<Tracing>>, trust_caller_trace: bool) -> Self {
+        self.tracing = tracing;
+        self.trust_caller_trace = trust_caller_trace;
+        self
     }
 }
 
@@ -66,13 +80,20 @@ where
         let arrived = SystemTime::now();
         let id = req.extensions().get::<RequestId>().cloned();
         let request_id = id.as_ref().map_or_else(|| "-".to_string(), |r| r.as_str().to_string());
-        let method = req.method().to_string();
+        let http_method = req.method().clone();
+        let method = http_method.to_string();
         let path = req.uri().path().to_string();
-        let context = RequestContext::new(id);
+        let layer = &self.layer;
+        let trace = layer.tracing.as_ref().map(|t| t.request(&req, layer.peer, layer.trust_caller_trace, &request_id));
+        let trace_id = trace.as_ref().and_then(|t| t.trace_id_hex());
+        let context = RequestContext::traced(id, trace);
         req.extensions_mut().insert(context.clone());
         // Route, decision and status are known only once the response exists, when no log line remains to
         // carry them: they go to the audit event and metrics, and the span holds what logs inside it need.
-        let span = tracing::info_span!("request", request_id = %request_id, method = %method);
+        let span = tracing::info_span!("request", request_id = %request_id, method = %method, trace_id = tracing::field::Empty);
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", trace_id.as_str());
+        }
         let fut = self.inner.call(req).instrument(span);
         let layer = self.layer.clone();
         Box::pin(async move {
@@ -89,12 +110,32 @@ where
                 m.proxy_overhead.observe(elapsed.saturating_sub(waited).as_secs_f64());
             }
             if let Some(a) = &record.decision {
-                let decision = if a.allowed { "allow" } else { "deny" };
+                let decision = match (a.allowed, record.would_deny.is_some()) {
+                    (true, _) => "allow",
+                    (false, true) => "would_deny",
+                    (false, false) => "deny",
+                };
                 m.auth_decisions.with_label_values(&[a.issuer.as_str(), decision, a.reason]).inc();
             }
+            if let Some(would_deny) = &record.would_deny {
+                m.would_deny.with_label_values(&[route, would_deny.reason]).inc();
+            }
+            let decision = record.decision_label();
+            let reason = reason(&record, refused, decision);
+            if let Some(trace) = context.trace() {
+                trace.finish(Outcome {
+                    method: &http_method,
+                    route: record.route.as_ref().map(|r| r.name.as_str()),
+                    status,
+                    decision,
+                    reason,
+                    issuer: issuer(&record).filter(|i| *i != "-"),
+                    token_sha256: record.token_sha256.as_deref(),
+                });
+            }
             if let Some(audit) = &layer.audit {
-                let event =
-                    event(&record, refused, &layer, request_id, method, path, status.as_u16(), arrived, elapsed);
+                let request = RequestFacts { request_id, method, path, trace_id };
+                let event = event(&record, decision, reason, &layer, request, status.as_u16(), arrived, elapsed);
                 audit.record(event).await;
             }
             Ok(response)
@@ -102,14 +143,40 @@ where
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn event(
-    record: &Record,
-    refused: Option<&'static str>,
-    layer: &ObserveLayer,
+/// What the audit event says about the request itself.
+struct RequestFacts {
     request_id: String,
     method: String,
     path: String,
+    trace_id: Option<String>,
+}
+
+/// The reason recorded for the outcome: none on allow, the report-mode refusal's on a would-deny, else the
+/// refusal Runway answered with (or the decision that led to it).
+fn reason(record: &Record, refused: Option<&'static str>, decision: &str) -> Option<&'static str> {
+    match decision {
+        "allow" => None,
+        "would_deny" => record.would_deny.as_ref().map(|w| w.reason),
+        _ => refused.or(record.decision.as_ref().map(|a| a.reason)),
+    }
+}
+
+/// The issuer involved: the verified identity's, else the one the refused token named (`-` when none).
+fn issuer(record: &Record) -> Option<&str> {
+    record
+        .identity
+        .as_deref()
+        .map(|i| i.issuer.as_str())
+        .or_else(|| record.decision.as_ref().map(|a| a.issuer.as_str()))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    record: &Record,
+    decision: &'static str,
+    reason: Option<&'static str>,
+    layer: &ObserveLayer,
+    request: RequestFacts,
     status: u16,
     arrived: SystemTime,
     elapsed: std::time::Duration,
@@ -124,28 +191,21 @@ fn event(
         }
         subset
     });
-    let decision = record.decision_label();
     Event {
         ts: rfc3339(arrived),
-        request_id,
+        request_id: request.request_id,
         decision,
         status,
-        reason: match decision {
-            "allow" => None,
-            "would_deny" => record.would_deny.as_ref().map(|w| w.reason),
-            _ => refused.or(record.decision.as_ref().map(|a| a.reason)),
-        },
+        reason,
         route: record.route.as_ref().map(|r| r.name.clone()),
-        issuer: identity
-            .map(|i| i.issuer.clone())
-            .or_else(|| record.decision.as_ref().map(|a| a.issuer.clone()))
-            .filter(|i| i != "-"),
+        issuer: issuer(record).filter(|i| *i != "-").map(str::to_string),
         subject: identity.map(|i| i.subject.clone()),
         claims,
         token_sha256: record.token_sha256.as_deref().map(str::to_string),
-        method,
-        path,
+        method: request.method,
+        path: request.path,
         client_ip: Some(layer.peer.ip().to_string()),
         duration_ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+        trace_id: request.trace_id,
     }
 }

@@ -22,6 +22,7 @@ use crate::layer::{Inner, RescueLayer};
 use crate::limit::{BodyLimitLayer, CappedBody, RequestTimeoutLayer};
 use crate::metrics::Metrics;
 use crate::observe::ObserveLayer;
+use crate::otel::Tracing;
 use crate::overload::{Capacity, ShedLayer};
 use crate::policy::layer::PolicyLayer;
 use crate::replay::layer::{Replay, ReplayLayer};
@@ -58,6 +59,9 @@ pub enum BuildError {
     /// The `[replay]` store: its error names the key at fault (`replay.redis_ca`, ...).
     #[error(transparent)]
     Replay(#[from] crate::replay::redis::ClientError),
+    /// The `[tracing]` exporter.
+    #[error("tracing")]
+    Tracing(#[source] crate::otel::TracingError),
 }
 
 /// Everything built from one config.
@@ -78,6 +82,8 @@ pub struct Runtime {
     pub replay: Option<Arc<Replay>>,
     /// The identity assertion, when `[assertion]` is set.
     pub assertion: Option<Arc<Assertions>>,
+    /// The tracer, when `[tracing]` is set and requests are served (never for `runway check` or `explain`).
+    pub tracing: Option<Arc<Tracing>>,
     /// Connections open at once (`server.max_connections`); shared with the configs before and after this one.
     pub connections: Arc<Capacity>,
     /// Requests in flight (`server.max_concurrent_requests`); shared like `connections`.
@@ -97,6 +103,9 @@ pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     /// The audit log; `None` where nothing is served (`runway check`).
     pub audit: Option<AuditLog>,
+    /// The runtime trace exports run on; `None` where nothing is served (`runway check`, `runway explain`),
+    /// which then start no exporter and make no span.
+    pub export_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Runtime {
@@ -152,6 +161,21 @@ impl Runtime {
             Some(previous) => previous.revocations.clone(),
             None => Arc::new(Revocations::new(&config.replay, telemetry.metrics.clone())),
         };
+        // Kept across a reload that exports the same way (its queue and connection too); else a new one, and the
+        // old one flushes and stops when the last request on the old config ends.
+        let tracing = match (&config.tracing, &telemetry.export_runtime) {
+            (Some(wanted), Some(runtime)) => {
+                let kept = previous.and_then(|p| p.tracing.clone()).filter(|t| t.config().same_export(wanted));
+                match kept {
+                    Some(tracing) => Some(tracing),
+                    None => Some(
+                        Tracing::start(wanted, telemetry.metrics.clone(), runtime.clone())
+                            .map_err(BuildError::Tracing)?,
+                    ),
+                }
+            }
+            _ => None,
+        };
         let (connections, in_flight) = match previous {
             Some(p) => (p.connections.clone(), p.in_flight.clone()),
             None => {
@@ -165,6 +189,7 @@ impl Runtime {
             revocations,
             replay,
             assertion,
+            tracing,
             routes: Arc::new(RouteTable::new(&config.routes)),
             auth: Arc::new(auth),
             upstream: Arc::new(upstream),
@@ -227,17 +252,24 @@ impl Runtime {
         T: Inner<CappedBody<B>>,
     {
         let server = &self.config.server;
+        // A caller's trace context is believed from a trusted proxy, or from anyone when the config says so.
+        let trust_caller_trace = self.config.tracing.as_ref().is_some_and(|t| t.trust_client_context)
+            || crate::headers::is_trusted(peer.ip(), &server.trusted_proxies);
         ServiceBuilder::new()
             // Outermost, so every response (Runway's own included) carries the id.
             .layer(RequestIdLayer)
-            // Sees every outcome, Runway's own refusals included: metrics, audit event, request span. Makes the
-            // request's context, which every step below fills in.
-            .layer(ObserveLayer::new(
-                self.telemetry.metrics.clone(),
-                self.telemetry.audit.clone(),
-                self.audit_claims.clone(),
-                peer,
-            ))
+            // Sees every outcome, Runway's own refusals included: metrics, audit event, request span, and with
+            // [tracing] the server span (reading a trusted caller's traceparent before the strip below). Makes
+            // the request's context, which every step below fills in.
+            .layer(
+                ObserveLayer::new(
+                    self.telemetry.metrics.clone(),
+                    self.telemetry.audit.clone(),
+                    self.audit_claims.clone(),
+                    peer,
+                )
+                .traced(self.tracing.clone(), trust_caller_trace),
+            )
             // The one place a refusal of any step below becomes its response.
             .layer(RescueLayer)
             // 503 above the in-flight bound: before any work is spent on a request that will be shed.

@@ -1,6 +1,7 @@
 //! The assertion layer: the configured header never reaches Kong from the client; on an allowed request
 //! with an identity it carries Runway's assertion instead. Anonymous routes and report-mode would-denies
-//! get none (Kong's `jwt` plugin then refuses them, as it should for anything Runway does not vouch for).
+//! get none (Kong's `jwt` plugin then refuses them, as it should for anything Runway does not vouch for). With
+//! `[tracing]` each assertion handed out (minted or reused) is the request's `assertion` span.
 
 use std::sync::Arc;
 
@@ -54,9 +55,18 @@ where
         if let Some(assertions) = &self.assertions {
             // Whatever the client put there (Authorization is already gone; a custom header is not).
             req.headers_mut().remove(assertions.header());
-            let vouched = match RequestContext::of(&req).route_identity() {
+            let context = RequestContext::of(&req);
+            let vouched = match context.route_identity() {
                 (Some(route), Some(identity), false) if !route.anonymous => {
-                    Some(assertions.header_value(&identity, &route.name))
+                    let span = context.trace().and_then(|t| t.step("assertion"));
+                    let value = assertions.header_value(&identity, &route.name);
+                    if let Some(span) = span {
+                        if value.is_err() {
+                            span.fail("assertion_failed");
+                        }
+                        span.end();
+                    }
+                    Some(value)
                 }
                 _ => None,
             };

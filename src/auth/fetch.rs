@@ -1,5 +1,7 @@
 //! Fetching JSON from identity providers (discovery documents, JWKS): https, or plain http on loopback,
-//! bounded in time and size, with `Cache-Control: max-age` reported to the caller.
+//! bounded in time and size, with `Cache-Control: max-age` reported to the caller. A fetch a traced request
+//! waits for (an unknown key id's refetch) is a CLIENT span under its `verify` span; one a background refresh
+//! starts belongs to no request and makes none.
 
 use std::time::Duration;
 
@@ -10,9 +12,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde_json::Value;
 
 use crate::config::validate_url_is_fetchable;
+use crate::otel::{StepSpan, attr};
 
 /// Largest document accepted from an identity provider.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -49,32 +54,85 @@ impl Fetcher {
         Fetcher { client: Client::builder(TokioExecutor::new()).build(https) }
     }
 
-    /// GETs `url` and parses it as JSON. Returns the document and its `max-age`, if any.
-    pub async fn get_json(&self, url: &str) -> Result<(Value, Option<Duration>), FetchError> {
+    /// GETs `url` and parses it as JSON. Returns the document and its `max-age`, if any. `what` names the span
+    /// when a traced request waits for this fetch (`jwks fetch`, `oidc discovery`).
+    pub async fn get_json(&self, url: &str, what: &'static str) -> Result<(Value, Option<Duration>), FetchError> {
+        let span = StepSpan::child_of_current(what, SpanKind::Client);
+        let result = self.fetch(url, span.as_ref()).await;
+        if let Some(span) = span {
+            span.end();
+        }
+        result
+    }
+
+    async fn fetch(&self, url: &str, span: Option<&StepSpan>) -> Result<(Value, Option<Duration>), FetchError> {
         let err = |message: String| FetchError { url: url.to_string(), message };
+        let failed = |error_type: &'static str| {
+            if let Some(span) = span {
+                span.fail(error_type);
+            }
+        };
         validate_url_is_fetchable(url).map_err(err)?;
         let request = http::Request::get(url)
             .header(ACCEPT, "application/json")
             .body(Empty::new())
             .map_err(|e| err(e.to_string()))?;
+        if let Some(span) = span {
+            span.set_all(|| client_attributes(request.uri()));
+        }
         // One deadline for the whole fetch: a slow head followed by a slow body must not take twice as long.
         let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
         let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
-            .map_err(|_| err("timed out".into()))?
-            .map_err(|e| err(error_chain(&e)))?;
+            .map_err(|_| {
+                failed("timeout");
+                err("timed out".into())
+            })?
+            .map_err(|e| {
+                failed("connect");
+                err(error_chain(&e))
+            })?;
+        if let Some(span) = span {
+            span.answered(response.status());
+        }
         if !response.status().is_success() {
             return Err(err(format!("answered {}", response.status())));
         }
         let max_age = response.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).and_then(max_age);
         let body = tokio::time::timeout_at(deadline, Limited::new(response.into_body(), MAX_DOCUMENT_BYTES).collect())
             .await
-            .map_err(|_| err("timed out reading the body".into()))?
-            .map_err(|e| err(format!("could not read the body ({e})")))?
+            .map_err(|_| {
+                failed("timeout");
+                err("timed out reading the body".into())
+            })?
+            .map_err(|e| {
+                failed("body");
+                err(format!("could not read the body ({e})"))
+            })?
             .to_bytes();
-        let doc = serde_json::from_slice(&body).map_err(|e| err(format!("not JSON ({e})")))?;
+        let doc = serde_json::from_slice(&body).map_err(|e| {
+            failed("not_json");
+            err(format!("not JSON ({e})"))
+        })?;
         Ok((doc, max_age))
     }
+}
+
+/// A CLIENT span's HTTP attributes: method, host, port and the URL without its query (an IdP's URLs carry no
+/// secret, but no attribute ever holds a query string).
+pub fn client_attributes(uri: &http::Uri) -> Vec<KeyValue> {
+    let port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+    let host = uri.host().unwrap_or_default().to_string();
+    let scheme = uri.scheme_str().unwrap_or("https");
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host_port)| host_port);
+    let without_query = format!("{scheme}://{authority}{}", uri.path());
+    vec![
+        KeyValue::new(attr::HTTP_REQUEST_METHOD, "GET"),
+        KeyValue::new(attr::SERVER_ADDRESS, host),
+        KeyValue::new(attr::SERVER_PORT, i64::from(port)),
+        KeyValue::new(attr::URL_FULL, without_query),
+    ]
 }
 
 /// `max-age` from a Cache-Control value; `no-store`/`no-cache` count as 0.

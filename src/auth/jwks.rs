@@ -269,7 +269,7 @@ impl KeyStore {
             }
             (None, None) => return Ok(None),
         };
-        let fetched = fetcher.get_json(&jwks_uri).await;
+        let fetched = fetcher.get_json(&jwks_uri, "jwks fetch").await;
         let (doc, max_age) = match fetched {
             Ok(ok) => ok,
             Err(e) => {
@@ -296,7 +296,7 @@ impl KeyStore {
     }
 
     async fn discover(&self, fetcher: &Fetcher, url: &str) -> Result<String, JwksError> {
-        let (doc, _) = fetcher.get_json(url).await?;
+        let (doc, _) = fetcher.get_json(url, "oidc discovery").await?;
         let doc_err = |message: String| JwksError::Document { url: url.to_string(), message };
         let issuer = doc.get("issuer").and_then(Value::as_str);
         if issuer != Some(self.issuer_url.as_str()) {

@@ -1,16 +1,22 @@
 //! The authentication step: turns the lifted credential into an [`Identity`] in the request's context, or
 //! refuses with 401/503 (the rescue answers). On a report-mode route a failure is recorded as a would-deny
-//! and the request goes on without identity (`RequestContext::refuse`).
+//! and the request goes on without identity (`RequestContext::refuse`). With `[tracing]` the verification is the
+//! request's `verify` span, and a key fetch or STS call it waits for runs under it (its own child span).
 
 use std::sync::Arc;
 
 use http::Request;
 
 use super::{AuthError, Authenticator, Reason, Refusal, bearer_token};
+use opentelemetry::KeyValue;
+use opentelemetry::context::FutureExt as _;
+
+use crate::config::RouteMode;
 use crate::context::{AuthDecision, RequestContext};
 use crate::error::Rejection;
 use crate::headers::Credential;
 use crate::layer::{BoxStepFuture, Inner};
+use crate::otel::attr;
 
 /// See the module docs.
 #[derive(Clone)]
@@ -63,6 +69,7 @@ where
             let Some(route) = route.filter(|r| !r.anonymous) else {
                 return inner.call(req).await;
             };
+            let span = context.trace().and_then(|t| t.step("verify"));
             let credential = req.extensions().get::<Credential>().cloned();
             let result = match credential.as_ref() {
                 None | Some(Credential::None) => Err(AuthError::Missing.into()),
@@ -72,13 +79,25 @@ where
                 Some(Credential::Present(value)) => match bearer_token(Some(value)) {
                     Ok(Some(token)) => {
                         let digest = super::TokenDigest::of(token);
-                        context.set_token_sha256(digest.fingerprint());
-                        auth.authenticate(token, &digest).await
+                        let fingerprint = digest.fingerprint();
+                        if let Some(span) = &span {
+                            span.set(KeyValue::new(attr::RUNWAY_TOKEN_SHA256, fingerprint.clone()));
+                        }
+                        context.set_token_sha256(fingerprint);
+                        match &span {
+                            // A fetch this verification waits for opens its span under this one.
+                            Some(span) => auth.authenticate(token, &digest).with_context(span.context()).await,
+                            None => auth.authenticate(token, &digest).await,
+                        }
                     }
                     Ok(None) => Err(AuthError::Missing.into()),
                     Err(e) => Err(e.into()),
                 },
             };
+            if let Some(span) = span {
+                traced(&span, &result, route.mode);
+                span.end();
+            }
             match result {
                 Ok(identity) => {
                     context.set_identity(identity);
@@ -94,6 +113,25 @@ where
             }
         })
     }
+}
+
+/// What the `verify` span records: the issuer, the step's decision and reason; an issuer that could not be asked
+/// (keys never loaded, STS unreachable) marks it failed.
+fn traced(span: &crate::otel::StepSpan, result: &Result<Arc<super::Identity>, Refusal>, mode: RouteMode) {
+    let (issuer, decision, reason) = match result {
+        Ok(identity) => (Some(identity.issuer.as_str()), "allow", "none"),
+        Err(Refusal { issuer, error }) => {
+            let decision = if mode == RouteMode::Report { "would_deny" } else { "deny" };
+            if matches!(error, AuthError::KeysUnavailable { .. } | AuthError::StsUnavailable { .. }) {
+                span.fail(error.reason());
+            }
+            (issuer.as_deref(), decision, error.reason())
+        }
+    };
+    if let Some(issuer) = issuer {
+        span.set_all(|| [KeyValue::new(attr::RUNWAY_ISSUER, issuer.to_string())]);
+    }
+    span.decision(decision, reason);
 }
 
 impl From<AuthError> for Rejection {

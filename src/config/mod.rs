@@ -64,6 +64,16 @@ pub const DEFAULT_ASSERTION_TTL: Duration = Duration::from_secs(60);
 pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(3600);
 /// Default `[assertion] header`.
 pub const DEFAULT_ASSERTION_HEADER: &str = "authorization";
+/// `[tracing] service_name` when neither the key nor `OTEL_SERVICE_NAME` sets it.
+pub const DEFAULT_TRACING_SERVICE_NAME: &str = "runway";
+/// OTLP/HTTP base URL when neither `[tracing] otlp_endpoint` nor an `OTEL_EXPORTER_OTLP_*ENDPOINT` variable sets
+/// one: OpenTelemetry's own default (a collector beside the process).
+pub const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4318";
+/// The OTLP/HTTP path for traces, appended to a base URL.
+pub const OTLP_TRACES_PATH: &str = "/v1/traces";
+/// `[tracing] sample_ratio` when neither the key nor `OTEL_TRACES_SAMPLER(_ARG)` sets it: OpenTelemetry's default
+/// sampler (parent-based, always on).
+pub const DEFAULT_SAMPLE_RATIO: f64 = 1.0;
 /// Default audit claims.
 pub const DEFAULT_AUDIT_CLAIMS: &[&str] =
     &["project_path", "job_id", "pipeline_id", "ref", "environment", "user_login", "cid", "scp"];
@@ -117,6 +127,8 @@ pub struct Config {
     pub replay: ReplayStoreConfig,
     /// `[assertion]`: the identity assertion minted for Kong, when configured.
     pub assertion: Option<AssertionConfig>,
+    /// `[tracing]`: OpenTelemetry traces, when configured (off otherwise).
+    pub tracing: Option<TracingConfig>,
 }
 
 /// `[server]`.
@@ -516,6 +528,43 @@ pub struct AssertionConfig {
     pub ttl: Duration,
     /// Request header that carries it, as `Bearer <jwt>`.
     pub header: HeaderName,
+}
+
+/// `[tracing]`: OpenTelemetry traces exported over OTLP/HTTP protobuf (contract section 12). Each value is the
+/// key's, else the standard `OTEL_*` variable's, else the default (see `validate`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Where spans are POSTed: `{otlp_endpoint}/v1/traces`, or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given.
+    pub traces_url: http::Uri,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces sampled (0 to 1); a trusted caller's sampled flag decides for its own traces.
+    pub sample_ratio: f64,
+    /// Accept a client's `traceparent`/`tracestate` from any peer, not only from `server.trusted_proxies`.
+    pub trust_client_context: bool,
+    /// Extra headers sent with every export.
+    pub headers: ExportHeaders,
+}
+
+impl TracingConfig {
+    /// Whether `other` exports to the same place in the same way (a reload can then keep the exporter and its
+    /// queue; `trust_client_context` is read per connection and needs no new exporter).
+    pub fn same_export(&self, other: &TracingConfig) -> bool {
+        self.traces_url == other.traces_url
+            && self.service_name == other.service_name
+            && self.sample_ratio == other.sample_ratio
+            && self.headers == other.headers
+    }
+}
+
+/// `[tracing.headers]`: often a collector's API key, so `Debug` names the headers and never shows a value.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct ExportHeaders(pub Vec<(HeaderName, http::HeaderValue)>);
+
+impl std::fmt::Debug for ExportHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(name, _)| name)).finish()
+    }
 }
 
 /// One allow rule.

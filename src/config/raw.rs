@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub replay: Option<RawReplay>,
     /// `[assertion]`: identity assertion minted for Kong.
     pub assertion: Option<RawAssertion>,
+    /// `[tracing]`: OpenTelemetry traces (off when absent).
+    pub tracing: Option<RawTracing>,
 }
 
 /// `[server]`.
@@ -267,4 +269,21 @@ pub struct RawAssertion {
     pub ttl: Option<String>,
     /// Header carrying it.
     pub header: Option<String>,
+}
+
+/// `[tracing]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// Base URL of the OTLP/HTTP receiver; spans go to `{otlp_endpoint}/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    pub service_name: Option<String>,
+    /// Share of new traces sampled, 0 to 1 (parent-based).
+    pub sample_ratio: Option<f64>,
+    /// Accept a client's `traceparent` from any peer, not only `server.trusted_proxies`.
+    pub trust_client_context: Option<bool>,
+    /// Extra headers sent with every export (e.g. a collector's API key).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }

@@ -14,6 +14,7 @@ use super::raw::{RawAssertion, RawConfig, RawIssuer, RawPatterns, RawReplay, Raw
 use super::*;
 
 mod aws;
+pub mod traces;
 
 /// Validates a raw config read from `source`; relative paths are resolved against `base`.
 pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, ConfigError> {
@@ -76,6 +77,7 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
     };
     let replay = replay(raw.replay, base)?;
     let assertion = raw.assertion.map(|a| assertion(a, base)).transpose()?;
+    let tracing = raw.tracing.map(|t| traces::tracing(t, &|name| std::env::var(name).ok())).transpose()?;
 
     let mut issuers = Vec::with_capacity(raw.issuers.len());
     let mut names = HashSet::new();
@@ -111,7 +113,18 @@ pub fn validate(raw: RawConfig, source: &Path, base: &Path) -> Result<Config, Co
         }
         routes.push(route);
     }
-    Ok(Config { source: source.to_path_buf(), server, admin, upstream, audit, issuers, routes, replay, assertion })
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        admin,
+        upstream,
+        audit,
+        issuers,
+        routes,
+        replay,
+        assertion,
+        tracing,
+    })
 }
 
 fn upstream(u: RawUpstream, base: &Path) -> Result<UpstreamConfig, ConfigError> {

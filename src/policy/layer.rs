@@ -1,5 +1,7 @@
-//! The policy step: the route's allow rules on the verified identity (403, or a report-mode would-deny).
+//! The policy step: the route's allow rules on the verified identity (403, or a report-mode would-deny). With
+//! `[tracing]` each evaluation is the request's `policy` span.
 
+use crate::config::RouteMode;
 use crate::context::{AuthDecision, RequestContext};
 use crate::error::Rejection;
 use crate::layer::{Inner, Step};
@@ -38,9 +40,19 @@ where
         let context = RequestContext::of(&req);
         let verdict = match context.route_identity() {
             (Some(route), Some(identity), _) => {
+                let span = context.trace().and_then(|t| t.step("policy"));
                 let issuer = identity.issuer.clone();
                 let result = route.policy.evaluate(&identity);
                 let (allowed, reason) = if result.is_ok() { (true, "none") } else { (false, "policy") };
+                if let Some(span) = span {
+                    let decision = match (allowed, route.mode) {
+                        (true, _) => "allow",
+                        (false, RouteMode::Report) => "would_deny",
+                        (false, RouteMode::Enforce) => "deny",
+                    };
+                    span.decision(decision, reason);
+                    span.end();
+                }
                 context.set_decision(AuthDecision { issuer, allowed, reason });
                 result.map_err(|detail| (route, detail))
             }

@@ -1,7 +1,8 @@
 //! The replay layer: on a `one_time` route, after policy allowed the request, records the token's `jti`
 //! and refuses a second use (401), a token without `jti` (401), or answers 503 when the store cannot say
 //! (fail closed). Requests that were not allowed (denied, or a report-mode would-deny) use nothing up. On a
-//! report-mode route a refusal becomes a would-deny and the request goes on without identity.
+//! report-mode route a refusal becomes a would-deny and the request goes on without identity. With `[tracing]`
+//! each check is the request's `replay` span.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use serde_json::Value;
 
 use super::{ReplayError, ReplayKey, ReplayStore, Use, unix_ms};
 use crate::auth::{AuthError, Identity, Reason};
-use crate::config::Config;
+use crate::config::{Config, RouteMode};
 use crate::context::{AuthDecision, RequestContext};
 use crate::error::Rejection;
 use crate::layer::{BoxStepFuture, Inner};
@@ -147,8 +148,22 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         Either::Right(Box::pin(async move {
-            if let Err(error) = replay.check(&route, &identity).await {
-                let rejection = Rejection::from(error);
+            let span = context.trace().and_then(|t| t.step("replay"));
+            let checked = replay.check(&route, &identity).await.map_err(Rejection::from);
+            if let Some(span) = span {
+                match &checked {
+                    Ok(()) => span.decision("allow", "none"),
+                    Err(rejection) => {
+                        let decision = if route.mode == RouteMode::Report { "would_deny" } else { "deny" };
+                        if matches!(rejection, Rejection::ReplayUnavailable(_)) {
+                            span.fail(rejection.reason());
+                        }
+                        span.decision(decision, rejection.reason());
+                    }
+                }
+                span.end();
+            }
+            if let Err(rejection) = checked {
                 let reason = rejection.reason();
                 context.set_decision(AuthDecision { issuer: identity.issuer.clone(), allowed: false, reason });
                 context.refuse(&route, rejection)?;

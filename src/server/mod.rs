@@ -90,7 +90,8 @@ impl Server {
     pub async fn start(config: crate::config::Config) -> Result<Server, StartError> {
         let metrics = Arc::new(crate::metrics::Metrics::new()?);
         let audit = crate::audit::AuditLog::start(config.audit.path.as_deref(), metrics.clone())?;
-        let telemetry = crate::proxy::Telemetry { metrics, audit: Some(audit) };
+        let export_runtime = Some(tokio::runtime::Handle::current());
+        let telemetry = crate::proxy::Telemetry { metrics, audit: Some(audit), export_runtime };
         let runtime = Runtime::build(config, telemetry)?;
         Ok(Server::bind(runtime).await?)
     }
@@ -207,6 +208,10 @@ impl Server {
         reloader.stop().await;
         if let Some(audit) = &reloader.current().telemetry.audit {
             audit.shutdown().await;
+        }
+        // The spans of the last requests: exported before the process exits.
+        if let Some(tracing) = &reloader.current().tracing {
+            tracing.shutdown().await;
         }
         tracing::info!("runway stopped");
     }

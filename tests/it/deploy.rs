@@ -13,6 +13,16 @@ use serde_json::{Value, json};
 
 const AUD: &str = "https://deploy.example.com";
 
+/// A report-mode route: its refusals are forwarded and counted as would-deny (`runway_would_deny_total`).
+const SHADOW_ROUTE: &str = r#"
+[[routes]]
+name = "shadow"
+path_prefix = "/shadow"
+mode = "report"
+[[routes.allow]]
+issuer = "gitlab"
+"#;
+
 /// Panels the dashboard must have, by title.
 const PANELS: &[&str] = &[
     "Request rate by route",
@@ -32,6 +42,12 @@ const PANELS: &[&str] = &[
     "TLS handshake failures",
     "Audit queue waits / write errors",
     "Build info",
+    "Would-deny rate by route and reason",
+    "Would-deny share per route",
+    "Revocations in force",
+    "Requests refused as revoked",
+    "Revocation sync errors",
+    "Trace export errors",
 ];
 
 /// Alerts the rule file must have, by name.
@@ -43,6 +59,9 @@ const ALERTS: &[&str] = &[
     "RunwayNoReadyReplicas",
     "RunwayConfigReloadFailed",
     "RunwayAuditWriteErrors",
+    "RunwayReplayStoreErrors",
+    "RunwayRevocationSyncFailing",
+    "RunwayTraceExportFailing",
 ];
 
 /// The datasource reference every query must use.
@@ -325,10 +344,19 @@ fn dashboard_is_importable_and_has_every_panel() {
                 && !e.contains("runway_upstream_duration_seconds")),
         "overhead quantiles from runway_proxy_overhead_seconds: {exprs:?}"
     );
+    // Enforced denials only: a report-mode refusal (would_deny) was forwarded, it is not a denial.
     let denials = [panel("Auth denials by reason"), panel("Auth denials by issuer")];
     for p in denials {
         assert!(p["targets"][0]["expr"].as_str().is_some_and(|e| e.contains(r#"decision="deny""#)), "{p}");
     }
+    // The share of a route's requests that would be refused: would-deny rate over that route's request rate.
+    let share = panel("Would-deny share per route");
+    let share = share["targets"][0]["expr"].as_str().unwrap_or_default();
+    assert!(
+        share.contains("sum by (route) (rate(runway_would_deny_total")
+            && share.contains("sum by (route) (rate(runway_requests_total"),
+        "would-deny share per route: {share}"
+    );
 }
 
 #[test]
@@ -369,19 +397,25 @@ fn alert_rules_are_well_formed_and_complete() {
         "document the 2 x refresh_interval rule: {stale}"
     );
     assert!(expr("RunwayIssuerNoUsableKeys").contains("runway_jwks_keys == 0"));
-    assert!(expr("RunwayAuthDenialSpike").contains(r#"runway_auth_decisions_total{decision="deny"}"#));
+    // Report mode neither pages (would_deny is no denial) nor dilutes the ratio (nor is it a decision).
+    let spike = expr("RunwayAuthDenialSpike");
+    assert!(spike.contains(r#"runway_auth_decisions_total{decision="deny"}"#), "{spike}");
+    assert!(!spike.contains("runway_auth_decisions_total["), "unfiltered decisions count would_deny: {spike}");
+    assert_eq!(spike.matches(r#"runway_auth_decisions_total{decision=~"allow|deny"}"#).count(), 2, "{spike}");
     assert!(expr("RunwayUpstream5xxRatio").contains(r#"runway_requests_total{status=~"502|503|504"}"#));
     assert!(
         expr("RunwayConfigReloadFailed").contains(r#"increase(runway_config_reloads_total{result="error"}[15m]) > 0"#)
     );
     assert!(expr("RunwayAuditWriteErrors").contains("increase(runway_audit_write_errors_total[5m]) > 0"));
+    assert!(expr("RunwayRevocationSyncFailing").contains("increase(runway_revocation_sync_errors_total["));
+    assert!(expr("RunwayTraceExportFailing").contains("increase(runway_trace_export_errors_total["));
 }
 
 #[tokio::test]
 async fn every_metric_the_dashboard_and_alerts_read_is_exported() {
     let Backends { pki, key, idp, upstream } = Backends::start().await;
     let config = format!(
-        "{}{}{}",
+        "{}{}{}{SHADOW_ROUTE}",
         base_config(&pki, &upstream.url()),
         issuer_block("gitlab", "gitlab", &idp.issuer(), AUD, ""),
         open_route("api", "/api", "gitlab"),
@@ -391,9 +425,11 @@ async fn every_metric_the_dashboard_and_alerts_read_is_exported() {
     let client = TestClient::new(&pki);
     let token = key.mint(&claims(&idp.issuer(), AUD, json!({})));
 
-    // Traffic so the labelled series exist: allowed, denied, no route, and Kong gone (an upstream error).
+    // Traffic so the labelled series exist: allowed, denied, a report-mode refusal (would_deny, forwarded), no
+    // route, and Kong gone (an upstream error).
     assert_eq!(client.get(&runway.url("/api/ok"), Some(&token)).await.status, 200);
     assert_eq!(client.get(&runway.url("/api/ok"), None).await.status, 401);
+    assert_eq!(client.get(&runway.url("/shadow/ok"), None).await.status, 200);
     assert_eq!(client.get(&runway.url("/nowhere"), Some(&token)).await.status, 404);
     drop(upstream);
     let res = client.get(&runway.url("/api/ok"), Some(&token)).await;

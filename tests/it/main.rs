@@ -28,4 +28,5 @@ mod replay;
 mod revocations;
 mod support_selftest;
 mod token_cache;
+mod tracing;
 mod verification;

@@ -83,7 +83,8 @@ async fn metrics_and_audit_describe_every_request() {
         v("runway_auth_decisions_total", &[("issuer", issuer), ("decision", decision), ("reason", reason)])
     };
     assert_eq!(decisions("gitlab", "allow", "none"), Some(2.0));
-    assert_eq!(decisions("gitlab", "deny", "policy"), Some(2.0), "one enforced, one in report mode");
+    assert_eq!(decisions("gitlab", "deny", "policy"), Some(1.0), "the enforced refusal");
+    assert_eq!(decisions("gitlab", "would_deny", "policy"), Some(1.0), "report mode: counted as a shadow denial");
     assert_eq!(decisions("gitlab", "deny", "expired"), Some(1.0));
     assert_eq!(decisions("-", "deny", "missing"), Some(1.0));
     assert_eq!(decisions("-", "deny", "malformed"), Some(1.0));
@@ -406,4 +407,8 @@ async fn proxy_overhead_excludes_kongs_time_and_counts_only_forwarded_requests()
     assert!((0.0..0.25).contains(&sum), "Kong's 1.2 s is not Runway's overhead: {sum}");
     let fastest = value(&text, "runway_proxy_overhead_seconds_bucket", &[("le", "0.25")]);
     assert_eq!(fastest, Some(4.0), "{text}");
+    // The shadow route's refusal is counted per route, the signal that it is (not) ready to enforce.
+    let shadow = value(&text, "runway_would_deny_total", &[("route", "shadow"), ("reason", "policy")]);
+    assert_eq!(shadow, Some(1.0), "{text}");
+    assert_eq!(value(&text, "runway_would_deny_total", &[("route", "deploy"), ("reason", "policy")]), None);
 }

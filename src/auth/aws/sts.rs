@@ -7,6 +7,10 @@
 //! `UserId`) and of the error `Code`, with the five predefined entities decoded: the answer comes only from
 //! an allowlisted endpoint over verified TLS, holds no markup we need to interpret, and an XML crate would
 //! be a new dependency for three strings.
+//!
+//! The call a traced request waits for is a CLIENT span `sts GetCallerIdentity` under its `verify` span (a
+//! concurrent request with the same token waits for that call and makes none). The span names the STS host,
+//! never the presigned URL: its query string is the signature.
 
 use std::time::Duration;
 
@@ -17,10 +21,13 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde_json::Value;
 
 use super::presigned::AUDIENCE_HEADER;
 use crate::auth::fetch::error_chain;
+use crate::otel::{StepSpan, attr};
 
 /// Time allowed to connect to STS.
 pub const STS_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -81,6 +88,30 @@ impl StsClient {
     /// Asks STS who signed `uri` for `audience`. hyper's client never follows redirects: a 3xx is an answer
     /// like any other, and not a 200.
     pub async fn get_caller_identity(&self, uri: &http::Uri, audience: &str) -> Result<CallerIdentity, StsError> {
+        let span = StepSpan::child_of_current("sts GetCallerIdentity", SpanKind::Client);
+        if let Some(span) = &span {
+            span.set_all(|| {
+                [
+                    KeyValue::new(attr::HTTP_REQUEST_METHOD, "GET"),
+                    KeyValue::new(attr::SERVER_ADDRESS, uri.host().unwrap_or_default().to_string()),
+                    KeyValue::new(attr::SERVER_PORT, i64::from(uri.port_u16().unwrap_or(443))),
+                ]
+            });
+        }
+        let result = self.exchange(uri, audience).await;
+        if let Some(span) = span {
+            match &result {
+                Ok((status, _)) => span.answered(*status),
+                Err(StsError::Unavailable(_)) => span.fail("unavailable"),
+                Err(StsError::Refused { .. }) => {}
+            }
+            span.end();
+        }
+        let (status, body) = result?;
+        classify(status, &body)
+    }
+
+    async fn exchange(&self, uri: &http::Uri, audience: &str) -> Result<(http::StatusCode, Bytes), StsError> {
         let request = http::Request::get(uri.clone())
             .header(AUDIENCE_HEADER, audience)
             .header(ACCEPT, "application/json")
@@ -96,10 +127,9 @@ impl StsClient {
                 .to_bytes();
             Ok::<_, StsError>((status, body))
         };
-        let (status, body) = tokio::time::timeout(STS_TIMEOUT, exchange)
+        tokio::time::timeout(STS_TIMEOUT, exchange)
             .await
-            .map_err(|_| StsError::Unavailable(format!("no answer within {}s", STS_TIMEOUT.as_secs())))??;
-        classify(status, &body)
+            .map_err(|_| StsError::Unavailable(format!("no answer within {}s", STS_TIMEOUT.as_secs())))?
     }
 }
 

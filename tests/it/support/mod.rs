@@ -1,6 +1,6 @@
 #![allow(dead_code)]
 //! Shared integration-test support for Runway: a throw-away PKI, JWT minting, a fake OIDC
-//! issuer, an mTLS echo upstream standing in for Kong, and an HTTPS test client.
+//! issuer, an mTLS echo upstream standing in for Kong, an HTTPS test client, and an OTLP/HTTP trace receiver.
 //!
 //! Everything listens on 127.0.0.1 port 0 with real TLS (aws-lc-rs provider, passed
 //! explicitly), and every background server stops when its handle is dropped.
@@ -10,6 +10,7 @@ mod der;
 pub mod idp;
 pub mod logs;
 pub mod metrics;
+pub mod otlp;
 pub mod pki;
 pub mod raw;
 pub mod redis;
@@ -32,8 +33,8 @@ pub use raw::{RawResponse, RawTls, frames};
 pub use redis::TestRedis;
 #[allow(unused_imports)]
 pub use runway::{
-    Backends, Binary, Runway, admin_request, admin_send, audit_lines, audit_path, base_config, claims, free_port,
-    issuer_block, open_route,
+    Backends, Binary, Runway, admin_request, admin_send, audit_lines, audit_path, base_config, base_config_trusting,
+    claims, free_port, issuer_block, open_route,
 };
 #[allow(unused_imports)]
 pub use tokens::{SigningKey, b64url, hs256, jwks, now, unsigned};

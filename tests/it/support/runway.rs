@@ -283,13 +283,24 @@ impl Drop for Binary {
 
 /// `[server]`, `[admin]` and `[upstream]` for loopback, port 0, mTLS to `upstream_url`.
 pub fn base_config(pki: &Pki, upstream_url: &str) -> String {
+    base_config_trusting(pki, upstream_url, &[])
+}
+
+/// [`base_config`] with `server.trusted_proxies` set to `trusted` (CIDRs).
+pub fn base_config_trusting(pki: &Pki, upstream_url: &str, trusted: &[&str]) -> String {
+    let trusted: Vec<String> = trusted.iter().map(|cidr| format!("\"{cidr}\"")).collect();
+    // No line at all for none: the text other tests edit stays as it was.
+    let trusted = match trusted.is_empty() {
+        true => String::new(),
+        false => format!("trusted_proxies = [{}]\n", trusted.join(", ")),
+    };
     format!(
         r#"
 [server]
 listen = "127.0.0.1:0"
 tls_cert = "{cert}"
 tls_key = "{key}"
-
+{trusted}
 [admin]
 listen = "127.0.0.1:0"
 
