@@ -90,10 +90,14 @@ where
         req.extensions_mut().insert(context.clone());
         // Route, decision and status are known only once the response exists, when no log line remains to
         // carry them: they go to the audit event and metrics, and the span holds what logs inside it need.
-        let span = tracing::info_span!("request", request_id = %request_id, method = %method, trace_id = tracing::field::Empty);
-        if let Some(trace_id) = &trace_id {
-            span.record("trace_id", trace_id.as_str());
-        }
+        // With [tracing], log lines carry the trace id too. Given at creation: recording it later would make the
+        // JSON formatter parse and re-serialise the span's fields.
+        let span = match &trace_id {
+            Some(trace_id) => {
+                tracing::info_span!("request", request_id = %request_id, method = %method, trace_id = %trace_id)
+            }
+            None => tracing::info_span!("request", request_id = %request_id, method = %method),
+        };
         let fut = self.inner.call(req).instrument(span);
         let layer = self.layer.clone();
         Box::pin(async move {

@@ -487,6 +487,11 @@ async fn config_errors_in_the_tracing_section_name_the_key() {
         assert!(error.contains(named), "{what}: expected the error to name {named:?}, got {error:?}");
     }
 
+    // The shipped example shows the section.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
+    let example = ::runway::config::load(&example).unwrap_or_else(|e| panic!("config/example.toml: {e}"));
+    assert!(example.tracing.is_some_and(|t| t.sample_ratio == 0.01 && !t.trust_client_context));
+
     // `runway check` validates the section offline and names an environment variable at fault as it names keys.
     let good = b.pki.write_file("tracing-good.toml", config(&b, &[], "\n[tracing]\n").as_bytes());
     let check = |envs: &[(&str, &str)]| {
