@@ -12,12 +12,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// Path of the discovery document.
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
@@ -57,7 +54,7 @@ impl TestIdp {
         let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| panic!("binding IdP listener on {addr}: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("IdP local_addr: {e}"));
         let state = Arc::new(State { issuer: format!("http://{addr}"), jwks: Mutex::new(jwks), ..State::default() });
-        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        let task = tokio::spawn(super::serve::plain_http(listener, state.clone(), handle));
         TestIdp { addr, state, task }
     }
 
@@ -139,27 +136,6 @@ impl Drop for TestIdp {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Accepts connections; each is served on its own task inside a `JoinSet`, so aborting this
-/// task aborts them all.
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    let mut conns = JoinSet::new();
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        while conns.try_join_next().is_some() {}
-        let state = state.clone();
-        conns.spawn(async move {
-            let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service).await;
-        });
-    }
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {

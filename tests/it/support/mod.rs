@@ -15,6 +15,7 @@ pub mod pki;
 pub mod raw;
 pub mod redis;
 pub mod runway;
+pub mod serve;
 pub mod sts;
 pub mod tokens;
 pub mod upstream;

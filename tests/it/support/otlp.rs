@@ -14,14 +14,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use prost::Message;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// One exported span, flattened.
 #[derive(Debug, Clone)]
@@ -71,7 +68,7 @@ impl OtlpReceiver {
             TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding the OTLP receiver: {e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("OTLP receiver local_addr: {e}"));
         let state = Arc::new(State::default());
-        let task = tokio::spawn(accept_loop(listener, state.clone()));
+        let task = tokio::spawn(super::serve::plain_http(listener, state.clone(), handle));
         OtlpReceiver { addr, state, task }
     }
 
@@ -108,25 +105,6 @@ impl OtlpReceiver {
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    let mut conns = JoinSet::new();
-    loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(_) => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        while conns.try_join_next().is_some() {}
-        let state = state.clone();
-        conns.spawn(async move {
-            let service = service_fn(move |req| handle(state.clone(), req));
-            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service).await;
-        });
     }
 }
 
