@@ -57,6 +57,17 @@ fn glob_match(parts: &[String], text: &str) -> bool {
     true
 }
 
+/// Whether `test` holds for one of a claim's values as patterns see them: a string as is, a boolean or number by
+/// its JSON text (`true`, `42`), each element of an array (not nested arrays); objects and null have none.
+pub fn any_claim_text(value: &Value, test: &mut impl FnMut(&str) -> bool) -> bool {
+    match value {
+        Value::String(s) => test(s),
+        Value::Bool(_) | Value::Number(_) => test(&value.to_string()),
+        Value::Array(items) => items.iter().any(|v| !v.is_array() && any_claim_text(v, test)),
+        Value::Object(_) | Value::Null => false,
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Condition {
     claim: ClaimKey,
@@ -81,15 +92,7 @@ impl Condition {
     }
 
     fn value_matches(&self, value: &Value) -> bool {
-        match value {
-            Value::String(s) => self.patterns.iter().any(|p| p.matches(s)),
-            Value::Bool(_) | Value::Number(_) => {
-                let text = value.to_string();
-                self.patterns.iter().any(|p| p.matches(&text))
-            }
-            Value::Array(items) => items.iter().any(|v| !v.is_array() && self.value_matches(v)),
-            Value::Object(_) | Value::Null => false,
-        }
+        any_claim_text(value, &mut |text| self.patterns.iter().any(|p| p.matches(text)))
     }
 
     fn explain(&self, claims: &Value) -> String {

@@ -147,7 +147,16 @@ fn read_ca(path: &Path) -> Result<Vec<u8>, ClientError> {
 
 /// See the module docs.
 pub struct RedisStore {
+    connection: RedisConnection,
+}
+
+/// One multiplexed connection to the `[replay]` Redis, shared by every caller of one user (the replay store, the
+/// revocation store): made on first use, made anew with a fresh [`client`] after [`RedisConnection::forget`], and
+/// after a failed attempt refused at once for [`RECONNECT_PAUSE`].
+pub struct RedisConnection {
     config: RedisConfig,
+    /// Who uses it and what an outage means, for the log (`"replay store"`, `"one_time routes answer 503"`).
+    user: (&'static str, &'static str),
     slot: Mutex<Slot>,
 }
 
@@ -162,16 +171,19 @@ struct Slot {
     failed: Option<(Instant, StoreError)>,
 }
 
-impl RedisStore {
-    /// Checks `config` by making a client from it (so the files it names are read: `runway check` reports them);
-    /// connects on first use.
-    pub fn new(config: &RedisConfig) -> Result<RedisStore, ClientError> {
-        client(config)?;
-        Ok(RedisStore { config: config.clone(), slot: Mutex::new(Slot::default()) })
+impl RedisConnection {
+    /// For `config`, used by `user` (its name, and what it cannot do while Redis is away); contacts nothing.
+    pub fn new(config: RedisConfig, user: &'static str, outage: &'static str) -> RedisConnection {
+        RedisConnection { config, user: (user, outage), slot: Mutex::new(Slot::default()) }
     }
 
-    /// The open connection, or a new one.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
+    /// The Redis settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// The open connection and its number, or a new one.
+    pub async fn get(&self) -> Result<(u64, MultiplexedConnection), StoreError> {
         let mut slot = self.slot.lock().await;
         if let Some((id, connection)) = &slot.open {
             return Ok((*id, connection.clone()));
@@ -181,10 +193,11 @@ impl RedisStore {
         {
             return Err(error.clone());
         }
+        let (user, outage) = self.user;
         match self.connect().await {
             Ok(connection) => {
                 if slot.failed.take().is_some() {
-                    tracing::info!(url = %self.config.redacted_url(), "replay store: connected to Redis again");
+                    tracing::info!(url = %self.config.redacted_url(), "{user}: connected to Redis again");
                 }
                 slot.made += 1;
                 slot.open = Some((slot.made, connection.clone()));
@@ -192,15 +205,15 @@ impl RedisStore {
             }
             Err(error) => {
                 // Once per cause, not once per attempt: an outage would flood the log.
-                let reason = full_chain(&error);
+                let reason = crate::error::chain(&error);
                 match &slot.failed {
-                    Some((_, before)) if full_chain(before) == reason => {
-                        tracing::debug!(error = %reason, "replay store: Redis still unreachable");
+                    Some((_, before)) if crate::error::chain(before) == reason => {
+                        tracing::debug!(error = %reason, "{user}: Redis still unreachable");
                     }
                     _ => tracing::warn!(
                         url = %self.config.redacted_url(),
                         error = %reason,
-                        "replay store: cannot connect to Redis; one_time routes answer 503 until it can"
+                        "{user}: cannot connect to Redis; {outage} until it can"
                     ),
                 }
                 slot.failed = Some((Instant::now(), error.clone()));
@@ -219,11 +232,21 @@ impl RedisStore {
     }
 
     /// Drops connection `id` after an error on it, unless another one replaced it already.
-    async fn forget(&self, id: u64) {
+    pub async fn forget(&self, id: u64) {
         let mut slot = self.slot.lock().await;
         if slot.open.as_ref().is_some_and(|(open, _)| *open == id) {
             slot.open = None;
         }
+    }
+}
+
+impl RedisStore {
+    /// Checks `config` by making a client from it (so the files it names are read: `runway check` reports them);
+    /// connects on first use.
+    pub fn new(config: &RedisConfig) -> Result<RedisStore, ClientError> {
+        client(config)?;
+        let connection = RedisConnection::new(config.clone(), "replay store", "one_time routes answer 503");
+        Ok(RedisStore { connection })
     }
 
     async fn set_nx(&self, key: &ReplayKey, until_ms: u64) -> Result<Use, StoreError> {
@@ -236,7 +259,7 @@ impl RedisStore {
     }
 
     async fn try_set_nx(&self, key: &ReplayKey, until_ms: u64) -> Result<Use, StoreError> {
-        let (id, mut connection) = self.connection().await?;
+        let (id, mut connection) = self.connection.get().await?;
         let ttl_ms = until_ms.saturating_sub(unix_ms()).max(1);
         let reply: Result<redis::Value, RedisError> = redis::cmd("SET")
             .arg(format!("{KEY_PREFIX}{}", key.hex()))
@@ -253,16 +276,11 @@ impl RedisStore {
             Err(error) => {
                 // Whatever it was (a dropped connection, a timeout on a dead one, READONLY after a failover), the
                 // next check starts from a new connection.
-                self.forget(id).await;
+                self.connection.forget(id).await;
                 Err(StoreError::Redis(error))
             }
         }
     }
-}
-
-/// An error with its causes, for the log.
-fn full_chain(error: &StoreError) -> String {
-    crate::error::chain(error)
 }
 
 impl ReplayStore for RedisStore {

@@ -227,9 +227,17 @@ impl Revocations {
         let known: Option<Vec<Revocation>> = self.readiness().is_ok().then(|| self.list());
         match shared.load(unix_ms(SystemTime::now()), known.as_deref()).await {
             Ok(revocations) => {
-                let fresh: BTreeMap<String, Arc<Compiled>> =
-                    revocations.into_iter().filter_map(|r| Some((r.id.clone(), Compiled::new(r)?))).collect();
-                self.edit(|known| *known = fresh);
+                // A revocation never changes once made: the same ids are the same set, and the periodic resync
+                // recompiles nothing.
+                let unchanged = {
+                    let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+                    known.len() == revocations.len() && revocations.iter().all(|r| known.contains_key(&r.id))
+                };
+                if !unchanged {
+                    let fresh: BTreeMap<String, Arc<Compiled>> =
+                        revocations.into_iter().filter_map(|r| Some((r.id.clone(), Compiled::new(r)?))).collect();
+                    self.edit(|known| *known = fresh);
+                }
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if !state.loaded || state.last_error.is_some() {
                     tracing::info!(active = self.active.load().len(), "revocations loaded from Redis");

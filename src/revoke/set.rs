@@ -7,11 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::Revocation;
 use crate::auth::Identity;
-use crate::policy::Conditions;
+use crate::policy::{Conditions, any_claim_text};
 
 /// One revocation with its compiled conditions.
 pub struct Compiled {
@@ -89,8 +87,11 @@ impl ActiveSet {
         let issuer = self.issuers.get(&identity.issuer)?;
         for (claim, by_value) in &issuer.indexed {
             let Some(value) = identity.claims.get(claim) else { continue };
-            let found =
-                texts(value).find_map(|text| by_value.get(text.as_ref())?.iter().find(|c| c.applies(identity, now_ms)));
+            let mut found = None;
+            any_claim_text(value, &mut |text| {
+                found = by_value.get(text).and_then(|list| list.iter().find(|c| c.applies(identity, now_ms)));
+                found.is_some()
+            });
             if let Some(compiled) = found {
                 return Some(&compiled.revocation);
             }
@@ -104,17 +105,6 @@ impl ActiveSet {
             }
         }
         issuer.pointers.iter().find(|c| c.applies(identity, now_ms)).map(|c| &c.revocation)
-    }
-}
-
-/// A claim's values as the matcher compares them: a string as is, a number or boolean by its JSON text, each
-/// element of an array.
-fn texts(value: &Value) -> Box<dyn Iterator<Item = std::borrow::Cow<'_, str>> + '_> {
-    match value {
-        Value::String(s) => Box::new(std::iter::once(std::borrow::Cow::Borrowed(s.as_str()))),
-        Value::Bool(_) | Value::Number(_) => Box::new(std::iter::once(std::borrow::Cow::Owned(value.to_string()))),
-        Value::Array(items) => Box::new(items.iter().filter(|v| !v.is_array()).flat_map(texts)),
-        Value::Object(_) | Value::Null => Box::new(std::iter::empty()),
     }
 }
 

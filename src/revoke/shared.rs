@@ -12,13 +12,12 @@
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::Mutex;
 
 use super::Revocation;
 use crate::config::RedisConfig;
-use crate::replay::redis::{ClientError, client};
+use crate::replay::StoreError;
+use crate::replay::redis::{ClientError, RedisConnection, client};
 
 const HASH: &str = "runway:revocations";
 const CHANNEL: &str = "runway:revocations:changed";
@@ -32,6 +31,9 @@ pub enum SyncError {
     /// The `[replay]` Redis settings or their files.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// No connection to Redis.
+    #[error(transparent)]
+    Connect(#[from] StoreError),
     /// Redis refused or the connection failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -45,51 +47,43 @@ pub enum SyncError {
 
 /// See the module docs.
 pub struct Shared {
-    config: RedisConfig,
-    /// The open connection; dropped after any error, so the next call connects anew with the password file
-    /// and CA bundle as they are then.
-    connection: Mutex<Option<MultiplexedConnection>>,
+    connection: RedisConnection,
 }
 
 impl Shared {
     /// For the Redis of `config`; connects on first use.
     pub fn new(config: RedisConfig) -> Shared {
-        Shared { config, connection: Mutex::new(None) }
+        let outage = "new revocations are refused (the known ones stay in force)";
+        Shared { connection: RedisConnection::new(config, "revocations", outage) }
     }
 
     /// The Redis settings it uses.
     pub fn config(&self) -> &RedisConfig {
-        &self.config
+        self.connection.config()
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, SyncError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = &*slot {
-            return Ok(connection.clone());
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_millis(500)))
-            .set_response_timeout(Some(Duration::from_millis(1000)));
-        let connection = client(&self.config)?.get_multiplexed_async_connection_with_config(&config).await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// Runs `work` within [`COMMAND_TIMEOUT`]; after a failure the connection is made anew next time.
-    async fn bounded<T>(&self, work: impl Future<Output = Result<T, SyncError>>) -> Result<T, SyncError> {
-        let result =
-            tokio::time::timeout(COMMAND_TIMEOUT, work).await.unwrap_or(Err(SyncError::Timeout(COMMAND_TIMEOUT)));
-        if result.is_err() {
-            *self.connection.lock().await = None;
-        }
-        result
+    /// Runs `work` on the shared connection within [`COMMAND_TIMEOUT`]; after a failure the connection is made
+    /// anew next time.
+    async fn with_connection<T, F, Fut>(&self, work: F) -> Result<T, SyncError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, SyncError>>,
+    {
+        let attempt = async {
+            let (id, connection) = self.connection.get().await?;
+            let result = work(connection).await;
+            if result.is_err() {
+                self.connection.forget(id).await;
+            }
+            result
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, attempt).await.unwrap_or(Err(SyncError::Timeout(COMMAND_TIMEOUT)))
     }
 
     /// Stores a revocation and tells every replica (writing back `known` first if Redis lost its data).
     pub async fn put(&self, revocation: &Revocation, known: &[Revocation], now_ms: u64) -> Result<(), SyncError> {
         let json = serde_json::to_string(revocation).unwrap_or_default();
-        self.bounded(async {
-            let mut connection = self.connection().await?;
+        self.with_connection(|mut connection| async move {
             restore_if_lost(&mut connection, known, now_ms).await?;
             redis::pipe()
                 .atomic()
@@ -108,8 +102,7 @@ impl Shared {
 
     /// Removes a revocation and tells every replica; `false` if no replica had it.
     pub async fn delete(&self, id: &str, known: &[Revocation], now_ms: u64) -> Result<bool, SyncError> {
-        self.bounded(async {
-            let mut connection = self.connection().await?;
+        self.with_connection(|mut connection| async move {
             restore_if_lost(&mut connection, known, now_ms).await?;
             let (removed,): (u64,) = redis::pipe()
                 .atomic()
@@ -126,8 +119,7 @@ impl Shared {
     /// Every stored revocation still in force at `now_ms`; expired ones are removed from Redis on the way. A
     /// Redis that lost its data (no marker) gets `known` written back first, when this replica has a known set.
     pub async fn load(&self, now_ms: u64, known: Option<&[Revocation]>) -> Result<Vec<Revocation>, SyncError> {
-        self.bounded(async {
-            let mut connection = self.connection().await?;
+        self.with_connection(|mut connection| async move {
             // Only a replica that has loaded the set may say what it was: a new one would mark it empty.
             if let Some(known) = known {
                 restore_if_lost(&mut connection, known, now_ms).await?;
@@ -153,12 +145,12 @@ impl Shared {
 
     /// A stream that yields once per announced change, and ends when the subscription's connection does.
     pub async fn subscribe(&self) -> Result<impl Stream<Item = ()> + Send + use<>, SyncError> {
-        self.bounded(async {
-            let mut pubsub = client(&self.config)?.get_async_pubsub().await?;
+        let subscribe = async {
+            let mut pubsub = client(self.config())?.get_async_pubsub().await?;
             pubsub.subscribe(CHANNEL).await?;
             Ok(pubsub.into_on_message().map(|_| ()))
-        })
-        .await
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, subscribe).await.unwrap_or(Err(SyncError::Timeout(COMMAND_TIMEOUT)))
     }
 }
 

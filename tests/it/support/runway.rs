@@ -43,7 +43,7 @@ impl Runway {
     async fn start_inner(pki: &Pki, config: &str, watch: Option<Duration>) -> Result<Runway, String> {
         let config_path = pki.write_file("runway.toml", config.as_bytes());
         let loaded = runway::config::load(&config_path).map_err(|e| e.to_string())?;
-        let mut server = Server::start(loaded).await.map_err(|e| chain(&e))?;
+        let mut server = Server::start(loaded).await.map_err(|e| runway::error::chain(&e))?;
         if let Some(interval) = watch {
             server = server.watch_files_every(interval);
         }
@@ -152,17 +152,6 @@ impl Drop for Runway {
             task.abort();
         }
     }
-}
-
-/// An error and its causes, as `runway serve` prints them.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
 }
 
 /// One HTTP/1.1 request with an empty body on a plain-HTTP listener (the admin one): (status, body).
